@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what rastro needs from Debian 12's archive.
+#   install-deps.sh build                      build dependencies
+#   install-deps.sh build --check-or-install   only if something is missing
+#   install-deps.sh test                       build + test dependencies
+set -euo pipefail
+
+BUILD_PKGS=(make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev libyaml-dev
+	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libmicrohttpd-dev pkg-config)
+TEST_PKGS=(python3 python3-pytest python3-yaml libmojolicious-perl nginx-light wrk curl
+	prometheus nodejs npm libcap2-bin iproute2 libclang-rt-14-dev)
+
+what=${1:-build}
+mode=${2:-}
+
+missing() {
+	local p out=()
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || out+=("$p")
+	done
+	echo "${out[@]:-}"
+}
+
+pkgs=("${BUILD_PKGS[@]}")
+[ "$what" = test ] && pkgs+=("${TEST_PKGS[@]}")
+need=$(missing "${pkgs[@]}")
+[ -z "$need" ] && exit 0
+if [ "$mode" = --check-or-install ] || [ "$mode" = "" ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "rastro: missing Debian packages: $need" >&2
+		echo "rastro: install them with: sudo apt-get install -y $need" >&2
+		exit 1
+	fi
+	echo "rastro: installing Debian packages: $need" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >&2
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $need >&2
+fi

@@ -1,0 +1,512 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * rastro's kernel side. Hooks that exist on kernels without kprobes or
+ * fentry: BTF tracepoints only, so nothing here needs tracefs either.
+ *
+ *   tp_btf/sys_exit            data syscalls of traced processes, accept,
+ *                              connect, and listen of any process
+ *   tp_btf/inet_sock_set_state end of tracked connections
+ *   tp_btf/sched_process_*     exec (discovery), fork (inherit), exit
+ *
+ * Syscall arguments are read from the saved user registers at sys_exit, so
+ * no sys_enter program runs: one program invocation per syscall in all.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "rastro.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+#define MSG_PEEK 2
+#define EINPROGRESS 115
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+#if defined(__TARGET_ARCH_x86)
+#define NR_read 0
+#define NR_write 1
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendfile 40
+#define NR_connect 42
+#define NR_accept 43
+#define NR_sendto 44
+#define NR_recvfrom 45
+#define NR_sendmsg 46
+#define NR_recvmsg 47
+#define NR_listen 50
+#define NR_accept4 288
+/* At sys_exit the entry registers are still in pt_regs; only ax holds the
+ * return value. */
+#define SYSCALL_NR(r) ((long)(r)->orig_ax)
+#define SYSCALL_ARG0(r) ((r)->di)
+#define SYSCALL_ARG1(r) ((r)->si)
+#define SYSCALL_ARG2(r) ((r)->dx)
+#define SYSCALL_ARG3(r) ((r)->r10)
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_read 63
+#define NR_write 64
+#define NR_readv 65
+#define NR_writev 66
+#define NR_sendfile 71
+#define NR_listen 201
+#define NR_accept 202
+#define NR_connect 203
+#define NR_sendto 206
+#define NR_recvfrom 207
+#define NR_sendmsg 211
+#define NR_recvmsg 212
+#define NR_accept4 242
+/* x0 is overwritten by the return value; orig_x0 keeps the first argument. */
+#define SYSCALL_NR(r) ((long)(r)->syscallno)
+#define SYSCALL_ARG0(r) ((r)->orig_x0)
+#define SYSCALL_ARG1(r) ((r)->regs[1])
+#define SYSCALL_ARG2(r) ((r)->regs[2])
+#define SYSCALL_ARG3(r) ((r)->regs[3])
+#else
+#error "rastro supports x86_64 and arm64"
+#endif
+
+/* Set by the agent before load. */
+const volatile __u32 capture_bytes = RASTRO_CAPTURE_MAX; /* <= RASTRO_CAPTURE_MAX */
+const volatile __u32 wakeup_bytes = 256 * 1024;          /* batch ring buffer wakeups */
+
+/* Unique connection ids; 0 is never used. */
+__u64 next_conn_id = 1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by the agent */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* resized by the agent */
+	__type(key, __u32);        /* tgid */
+	__type(value, struct rastro_traced);
+} traced SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* resized by the agent */
+	__type(key, __u64);         /* struct sock * */
+	__type(value, struct rastro_conn);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RASTRO_STAT__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct scratch {
+	struct rastro_data_event ev;
+	/* Twice the capture size: a copy starts at an offset masked below
+	 * RASTRO_CAPTURE_MAX and is at most RASTRO_CAPTURE_MAX long. */
+	__u8 data[2 * RASTRO_CAPTURE_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u64 wakeup_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+		       ? BPF_RB_FORCE_WAKEUP
+		       : BPF_RB_NO_WAKEUP;
+}
+
+/* The TCP socket behind file descriptor fd of the current task, or NULL. */
+static __always_inline struct sock *fd_to_tcp_sock(__u64 fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file *fp = NULL;
+	struct file **fds;
+
+	if (fd >= fdt->max_fds)
+		return NULL;
+	fds = fdt->fd;
+	if (bpf_probe_read_kernel(&fp, sizeof(fp), &fds[fd]) || !fp)
+		return NULL;
+	fp = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
+	if ((fp->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = bpf_rdonly_cast(fp->private_data, bpf_core_type_id_kernel(struct socket));
+	struct sock *sk = sock->sk;
+	if (!sk)
+		return NULL;
+	__u16 family = sk->__sk_common.skc_family;
+	if ((family != AF_INET && family != AF_INET6) || sk->sk_type != SOCK_STREAM ||
+	    sk->sk_protocol != IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
+static __always_inline void read_tuple(struct sock *sk, struct rastro_tuple *t)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	t->family = family;
+	t->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		__u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		t->local_addr[10] = 0xff;
+		t->local_addr[11] = 0xff;
+		t->remote_addr[10] = 0xff;
+		t->remote_addr[11] = 0xff;
+		__builtin_memcpy(&t->local_addr[12], &l, 4);
+		__builtin_memcpy(&t->remote_addr[12], &r, 4);
+	} else {
+		BPF_CORE_READ_INTO(&t->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&t->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+/* Connection state for sk, created on first sight. NULL when the map is full
+ * (counted); the caller then reports the data without state. */
+static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid, __u8 role)
+{
+	__u64 key = (__u64)sk;
+	struct rastro_conn *c = bpf_map_lookup_elem(&conns, &key);
+
+	if (c) {
+		if (role != RASTRO_ROLE_UNKNOWN)
+			c->role = role;
+		return c;
+	}
+	struct rastro_conn nc = {};
+	nc.conn_id = __sync_fetch_and_add(&next_conn_id, 1);
+	nc.tgid = tgid;
+	nc.role = role;
+	read_tuple(sk, &nc.tuple);
+	if (bpf_map_update_elem(&conns, &key, &nc, BPF_NOEXIST)) {
+		stat_inc(RASTRO_LOSS_CONN_MAP_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&conns, &key);
+}
+
+/* Copies up to want bytes from a user buffer into s->data. */
+static __always_inline __u32 copy_buf(struct scratch *s, __u64 ubuf, __u32 want)
+{
+	if (want > RASTRO_CAPTURE_MAX)
+		want = RASTRO_CAPTURE_MAX;
+	barrier_var(want); /* keep clang from reusing the unclamped register */
+	if (bpf_probe_read_user(s->data, want, (const void *)ubuf))
+		return 0;
+	return want;
+}
+
+/* Copies up to want bytes spread over an iovec array into s->data. */
+static __always_inline __u32 copy_iov(struct scratch *s, __u64 uiov, __u64 iovcnt, __u32 want,
+				      __u8 *flags)
+{
+	__u32 off = 0;
+	int i;
+
+	for (i = 0; i < RASTRO_MAX_IOV; i++) {
+		struct iovec iov;
+		if (i >= iovcnt || off >= want)
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (const void *)(uiov + i * sizeof(iov))))
+			break;
+		__u32 n = want - off;
+		if (iov.iov_len < n)
+			n = iov.iov_len;
+		if (n > RASTRO_CAPTURE_MAX)
+			n = RASTRO_CAPTURE_MAX;
+		barrier_var(n);
+		if (bpf_probe_read_user(&s->data[off & (RASTRO_CAPTURE_MAX - 1)], n, iov.iov_base))
+			break;
+		off += n;
+	}
+	if (off < want && i == RASTRO_MAX_IOV)
+		*flags |= RASTRO_DATA_F_IOV_LIMIT;
+	return off;
+}
+
+static __always_inline int on_data(struct pt_regs *regs, long nr, long ret, __u32 tgid,
+				   struct rastro_traced *t)
+{
+	__u8 direction, syscall, flags = 0;
+	__u64 arg1 = SYSCALL_ARG1(regs);
+	__u64 iov = 0, iovcnt = 0, buf = 0;
+
+	switch (nr) {
+	case NR_read:
+		direction = RASTRO_DIR_INGRESS, syscall = RASTRO_SYS_READ, buf = arg1;
+		break;
+	case NR_write:
+		direction = RASTRO_DIR_EGRESS, syscall = RASTRO_SYS_WRITE, buf = arg1;
+		break;
+	case NR_recvfrom:
+		if (SYSCALL_ARG3(regs) & MSG_PEEK)
+			return 0; /* the same bytes will be read again */
+		direction = RASTRO_DIR_INGRESS, syscall = RASTRO_SYS_RECVFROM, buf = arg1;
+		break;
+	case NR_sendto:
+		direction = RASTRO_DIR_EGRESS, syscall = RASTRO_SYS_SENDTO, buf = arg1;
+		break;
+	case NR_readv:
+		direction = RASTRO_DIR_INGRESS, syscall = RASTRO_SYS_READV;
+		iov = arg1, iovcnt = SYSCALL_ARG2(regs);
+		break;
+	case NR_writev:
+		direction = RASTRO_DIR_EGRESS, syscall = RASTRO_SYS_WRITEV;
+		iov = arg1, iovcnt = SYSCALL_ARG2(regs);
+		break;
+	case NR_recvmsg:
+	case NR_sendmsg: {
+		struct user_msghdr msg;
+		if (nr == NR_recvmsg && (SYSCALL_ARG2(regs) & MSG_PEEK))
+			return 0;
+		if (bpf_probe_read_user(&msg, sizeof(msg), (const void *)arg1))
+			return 0;
+		direction = nr == NR_recvmsg ? RASTRO_DIR_INGRESS : RASTRO_DIR_EGRESS;
+		syscall = nr == NR_recvmsg ? RASTRO_SYS_RECVMSG : RASTRO_SYS_SENDMSG;
+		iov = (__u64)msg.msg_iov, iovcnt = msg.msg_iovlen;
+		break;
+	}
+	case NR_sendfile:
+		direction = RASTRO_DIR_EGRESS, syscall = RASTRO_SYS_SENDFILE;
+		break;
+	default:
+		return 0;
+	}
+
+	struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
+	if (!sk)
+		return 0;
+
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!s)
+		return 0;
+
+	struct rastro_conn *c = conn_get(sk, tgid, RASTRO_ROLE_UNKNOWN);
+	if (c) {
+		s->ev.conn_id = c->conn_id;
+		s->ev.role = c->role;
+		s->ev.tuple = c->tuple;
+	} else {
+		flags |= RASTRO_DATA_F_NO_CONN_STATE;
+		s->ev.conn_id = (__u64)sk;
+		s->ev.role = RASTRO_ROLE_UNKNOWN;
+		read_tuple(sk, &s->ev.tuple);
+	}
+
+	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	__u32 seq_after = direction == RASTRO_DIR_EGRESS ? tp->write_seq : tp->copied_seq;
+
+	/* 32-bit copy through a barrier: clang otherwise reuses the 64-bit
+	 * return value, whose bounds the verifier cannot see. */
+	__u32 moved = ret;
+	barrier_var(moved);
+	__u32 want = moved;
+	if (want > capture_bytes)
+		want = capture_bytes;
+	__u32 captured = 0;
+	if (buf)
+		captured = copy_buf(s, buf, want);
+	else if (iov)
+		captured = copy_iov(s, iov, iovcnt, want, &flags);
+	if (captured < moved && syscall != RASTRO_SYS_SENDFILE)
+		stat_inc(RASTRO_STAT_TRUNCATED);
+	if (captured > RASTRO_CAPTURE_MAX)
+		captured = RASTRO_CAPTURE_MAX;
+	barrier_var(captured);
+
+	s->ev.hdr.type = RASTRO_EV_DATA;
+	s->ev.hdr.tgid = tgid;
+	s->ev.hdr.ts_ns = bpf_ktime_get_ns();
+	s->ev.tid = (__u32)bpf_get_current_pid_tgid();
+	s->ev.service_id = t->service_id;
+	s->ev.bytes = moved;
+	s->ev.captured = captured;
+	s->ev.seq = seq_after - moved;
+	s->ev.direction = direction;
+	s->ev.syscall = syscall;
+	s->ev.flags = flags;
+
+	if (bpf_ringbuf_output(&events, s, sizeof(s->ev) + captured, wakeup_flags()))
+		stat_inc(RASTRO_LOSS_RINGBUF_FULL);
+	else
+		stat_inc(RASTRO_STAT_DATA_EVENTS);
+	return 0;
+}
+
+static __always_inline void emit_proc(__u16 type, __u32 pid, __u32 ppid, __u32 service_id,
+				      __u16 port)
+{
+	struct rastro_proc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		stat_inc(RASTRO_LOSS_CONTROL_RINGBUF);
+		return;
+	}
+	e->hdr.type = type;
+	e->hdr._pad = 0;
+	e->hdr.tgid = pid;
+	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->pid = pid;
+	e->ppid = ppid;
+	e->service_id = service_id;
+	e->port = port;
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, wakeup_flags());
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
+{
+	long nr = SYSCALL_NR(regs);
+
+	switch (nr) {
+	case NR_read:
+	case NR_write:
+	case NR_readv:
+	case NR_writev:
+	case NR_recvfrom:
+	case NR_sendto:
+	case NR_recvmsg:
+	case NR_sendmsg:
+	case NR_sendfile:
+	case NR_accept:
+	case NR_accept4:
+	case NR_connect:
+		break;
+	case NR_listen:
+		/* Any process: discovery learns of new listening ports here. */
+		if (ret == 0) {
+			struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
+			if (sk)
+				emit_proc(RASTRO_EV_LISTEN, bpf_get_current_pid_tgid() >> 32, 0, 0,
+					  sk->__sk_common.skc_num);
+		}
+		return 0;
+	default:
+		return 0;
+	}
+
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
+	if (!t)
+		return 0;
+
+	if (nr == NR_accept || nr == NR_accept4) {
+		if (ret >= 0) {
+			struct sock *sk = fd_to_tcp_sock(ret);
+			if (sk)
+				conn_get(sk, tgid, RASTRO_ROLE_SERVER);
+		}
+		return 0;
+	}
+	if (nr == NR_connect) {
+		if (ret == 0 || ret == -EINPROGRESS) {
+			struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
+			if (sk)
+				conn_get(sk, tgid, RASTRO_ROLE_CLIENT);
+		}
+		return 0;
+	}
+	if (ret <= 0)
+		return 0;
+	return on_data(regs, nr, ret, tgid, t);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	if (newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK && newstate != TCP_CLOSE)
+		return 0;
+	__u64 key = (__u64)sk;
+	struct rastro_conn *c = bpf_map_lookup_elem(&conns, &key);
+	if (!c)
+		return 0;
+	if (!c->fin_notified) {
+		c->fin_notified = 1;
+		struct rastro_close_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (e) {
+			e->hdr.type = RASTRO_EV_CLOSE;
+			e->hdr._pad = 0;
+			e->hdr.tgid = c->tgid;
+			e->hdr.ts_ns = bpf_ktime_get_ns();
+			e->conn_id = c->conn_id;
+			e->flags = newstate == TCP_CLOSE ? RASTRO_CLOSE_F_FINAL : RASTRO_CLOSE_F_LOCAL_FIN;
+			e->_pad = 0;
+			bpf_ringbuf_submit(e, wakeup_flags());
+		} else {
+			stat_inc(RASTRO_LOSS_CONTROL_RINGBUF);
+		}
+	}
+	if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&conns, &key);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(rastro_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	emit_proc(RASTRO_EV_EXEC, p->tgid, 0, 0, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(rastro_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (child->pid != child->tgid)
+		return 0; /* a new thread, already covered by its process */
+	__u32 ptgid = parent->tgid, ctgid = child->tgid;
+	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &ptgid);
+	if (!t)
+		return 0;
+	/* Prefork servers: workers are traced from their first instruction. */
+	struct rastro_traced nt = *t;
+	if (bpf_map_update_elem(&traced, &ctgid, &nt, BPF_ANY)) {
+		stat_inc(RASTRO_LOSS_TRACED_MAP_FULL);
+		return 0;
+	}
+	emit_proc(RASTRO_EV_FORK, ctgid, ptgid, nt.service_id, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(rastro_exit, struct task_struct *p)
+{
+	/* Whole process gone: the last thread leaves signal->live at zero (read
+	 * instead of the tracepoint's group_dead argument, which older kernels
+	 * do not have). */
+	if (p->signal->live.counter != 0)
+		return 0;
+	__u32 tgid = p->tgid;
+	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
+	if (!t)
+		return 0;
+	__u32 service_id = t->service_id;
+	bpf_map_delete_elem(&traced, &tgid);
+	emit_proc(RASTRO_EV_EXIT, tgid, 0, service_id, 0);
+	return 0;
+}

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Types shared by the kernel programs (rastro.bpf.c) and the agent.
+ * Only fixed-size __uN types, explicit padding, one tag per event type.
+ */
+#ifndef RASTRO_BPF_SHARED_H
+#define RASTRO_BPF_SHARED_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Largest payload copied per syscall. Power of two: offsets are masked with
+ * (RASTRO_CAPTURE_MAX - 1) so the verifier can bound every copy. */
+#define RASTRO_CAPTURE_MAX 4096
+/* iovecs copied per readv/writev/recvmsg/sendmsg; bytes beyond are counted. */
+#define RASTRO_MAX_IOV 8
+
+enum rastro_event_type {
+	RASTRO_EV_DATA = 1,   /* bytes moved on a TCP socket by a traced process */
+	RASTRO_EV_CLOSE = 2,  /* a tracked connection ended (FIN sent or closed) */
+	RASTRO_EV_EXEC = 3,   /* any process called execve */
+	RASTRO_EV_FORK = 4,   /* a traced process forked a new process */
+	RASTRO_EV_EXIT = 5,   /* a traced process exited */
+	RASTRO_EV_LISTEN = 6, /* any process started listening on a TCP port */
+};
+
+enum rastro_direction {
+	RASTRO_DIR_INGRESS = 0, /* the traced process received these bytes */
+	RASTRO_DIR_EGRESS = 1,  /* the traced process sent these bytes */
+};
+
+/* What the kernel knows about the traced process's side of a connection. */
+enum rastro_role {
+	RASTRO_ROLE_UNKNOWN = 0, /* connection predates rastro */
+	RASTRO_ROLE_SERVER = 1,  /* obtained through accept() */
+	RASTRO_ROLE_CLIENT = 2,  /* obtained through connect() */
+};
+
+enum rastro_syscall {
+	RASTRO_SYS_READ = 1,
+	RASTRO_SYS_WRITE,
+	RASTRO_SYS_READV,
+	RASTRO_SYS_WRITEV,
+	RASTRO_SYS_RECVFROM,
+	RASTRO_SYS_SENDTO,
+	RASTRO_SYS_RECVMSG,
+	RASTRO_SYS_SENDMSG,
+	RASTRO_SYS_SENDFILE,
+	RASTRO_SYS__COUNT,
+};
+
+/* Data event flags. */
+#define RASTRO_DATA_F_NO_CONN_STATE (1u << 0) /* conn map full: conn_id is weak */
+#define RASTRO_DATA_F_IOV_LIMIT (1u << 1)     /* more iovecs than copied */
+
+/* Close event flags. */
+#define RASTRO_CLOSE_F_LOCAL_FIN (1u << 0) /* this side closed or shut down writing */
+#define RASTRO_CLOSE_F_FINAL (1u << 1)     /* socket reached TCP_CLOSE */
+
+/* Per-CPU counters of everything the kernel side could not deliver, indexed
+ * by cause. Exported as rastro_ebpf_lost_total{cause=...}. */
+enum rastro_loss_cause {
+	RASTRO_LOSS_RINGBUF_FULL = 0,   /* a data event did not fit in the ring buffer */
+	RASTRO_LOSS_CONN_MAP_FULL,      /* no room to track a new connection */
+	RASTRO_LOSS_CONTROL_RINGBUF,    /* a close/exec/fork/exit/listen event did not fit */
+	RASTRO_LOSS_TRACED_MAP_FULL,    /* a forked child could not be traced */
+	RASTRO_STAT_TRUNCATED,          /* events whose payload was cut at the capture limit */
+	RASTRO_STAT_DATA_EVENTS,        /* data events delivered */
+	RASTRO_STAT__COUNT,
+};
+
+struct rastro_tuple {
+	__u8 local_addr[16];  /* IPv4 as ::ffff:a.b.c.d */
+	__u8 remote_addr[16];
+	__u16 local_port;     /* host byte order */
+	__u16 remote_port;    /* host byte order */
+	__u16 family;         /* AF_INET or AF_INET6 of the socket */
+	__u16 _pad;
+};
+
+/* Every event starts with this. */
+struct rastro_event_hdr {
+	__u16 type;   /* enum rastro_event_type */
+	__u16 _pad;
+	__u32 tgid;
+	__u64 ts_ns;  /* bpf_ktime_get_ns() when the event happened */
+};
+
+struct rastro_data_event {
+	struct rastro_event_hdr hdr;
+	__u32 tid;
+	__u32 service_id;  /* value of the traced map for this process */
+	__u64 conn_id;     /* unique per connection while rastro runs */
+	__u32 bytes;       /* bytes the syscall moved */
+	__u32 captured;    /* bytes of payload that follow (<= RASTRO_CAPTURE_MAX) */
+	__u32 seq;         /* TCP sequence number of the first byte moved */
+	__u8 direction;    /* enum rastro_direction */
+	__u8 role;         /* enum rastro_role */
+	__u8 syscall;      /* enum rastro_syscall */
+	__u8 flags;        /* RASTRO_DATA_F_* */
+	struct rastro_tuple tuple;
+	/* followed by `captured` bytes of payload */
+};
+
+struct rastro_close_event {
+	struct rastro_event_hdr hdr;
+	__u64 conn_id;
+	__u32 flags;       /* RASTRO_CLOSE_F_* */
+	__u32 _pad;
+};
+
+struct rastro_proc_event {
+	struct rastro_event_hdr hdr;
+	__u32 pid;         /* EXEC: tgid; FORK: child tgid; EXIT: tgid */
+	__u32 ppid;        /* FORK: parent tgid */
+	__u32 service_id;  /* FORK/EXIT: the traced entry */
+	__u16 port;        /* LISTEN: local port */
+	__u16 _pad;
+};
+
+/* Value of the traced-process map, keyed by tgid. */
+struct rastro_traced {
+	__u32 service_id;
+	__u32 flags;
+};
+
+/* State the kernel keeps per tracked TCP socket, keyed by struct sock *. */
+struct rastro_conn {
+	__u64 conn_id;
+	__u32 tgid;
+	__u8 role;
+	__u8 fin_notified;
+	__u16 _pad;
+	struct rastro_tuple tuple;
+};
+
+#endif

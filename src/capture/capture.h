@@ -1,0 +1,37 @@
+/* Kernel capture: loads and attaches the BPF programs, drains the ring
+ * buffer, maintains the traced-process map, reads the loss counters. */
+#ifndef RASTRO_CAPTURE_H
+#define RASTRO_CAPTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bpf/rastro.h"
+#include "config/config.h"
+
+struct capture;
+
+/* Called for every event, in ring buffer order. */
+typedef void (*capture_event_fn)(void *ctx, const void *event, size_t size);
+
+/* Checks privileges and kernel support, loads and attaches. On failure prints
+ * one line naming the problem and returns a negative errno. */
+int capture__open(struct capture **out, const struct rastro_config *cfg, capture_event_fn fn,
+		  void *ctx);
+void capture__close(struct capture *cap);
+
+/* File descriptor that becomes readable when the kernel forces a wakeup. */
+int capture__fd(const struct capture *cap);
+/* Delivers every queued event; returns how many. */
+int capture__drain(struct capture *cap);
+
+int capture__trace(struct capture *cap, uint32_t tgid, uint32_t service_id);
+int capture__untrace(struct capture *cap, uint32_t tgid);
+/* Sums the per-CPU counters of enum rastro_loss_cause. */
+int capture__stats(struct capture *cap, uint64_t out[RASTRO_STAT__COUNT]);
+/* Kernel memory held by rastro's maps, in bytes (approximate). */
+uint64_t capture__map_bytes(const struct capture *cap);
+/* Names of the loss causes, for metrics and logs. */
+const char *capture__stat_name(int idx);
+
+#endif

@@ -1,0 +1,491 @@
+#include "discover/discover.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "capture/capture.h"
+#include "common/u64map.h"
+#include "log.h"
+
+struct discovery {
+	const struct rastro_config *cfg;
+	struct capture *cap;
+	struct service *services; /* slots, indexed by service id */
+	uint32_t nservices;
+	uint32_t next_slot;       /* round robin: a freed id is reused late */
+	struct u64map pids;       /* traced tgid -> service id + 1 */
+	uint32_t self;
+	char hostname[64];
+	bool any_exe_rule;
+};
+
+/* A listening socket seen in /proc/PID/net/tcp{,6}. */
+struct listener {
+	uint64_t inode;
+	uint16_t port;
+};
+
+struct listeners {
+	uint64_t netns;
+	int count, cap;
+	struct listener *items;
+};
+
+bool discovery__exe_matches(const char *glob, const char *exe_path)
+{
+	return fnmatch(glob, exe_path, 0) == 0;
+}
+
+void service__ref(struct service *s)
+{
+	s->refs++;
+}
+
+void service__unref(struct service *s)
+{
+	if (s && s->refs)
+		s->refs--;
+}
+
+struct service *discovery__service(struct discovery *d, uint32_t id)
+{
+	if (id >= d->nservices || !d->services[id].refs)
+		return NULL;
+	return &d->services[id];
+}
+
+uint32_t discovery__traced_processes(const struct discovery *d)
+{
+	return d->pids.count;
+}
+
+static int read_exe(uint32_t pid, char *buf, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%u/exe", pid);
+	ssize_t n = readlink(path, buf, len - 1);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	/* A binary replaced on disk shows as "/path (deleted)". */
+	char *del = strstr(buf, " (deleted)");
+	if (del && del[10] == '\0')
+		*del = '\0';
+	return 0;
+}
+
+static uint32_t read_ppid(uint32_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* comm may contain spaces and parentheses: parse after the last ')'. */
+	char *p = strrchr(buf, ')');
+	unsigned ppid = 0;
+	if (!p || sscanf(p + 1, " %*c %u", &ppid) != 1)
+		return 0;
+	return ppid;
+}
+
+static uint64_t read_netns(uint32_t pid)
+{
+	char path[64], link[64];
+	snprintf(path, sizeof(path), "/proc/%u/ns/net", pid);
+	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return 0;
+	link[n] = '\0';
+	unsigned long long ino = 0;
+	sscanf(link, "net:[%llu]", &ino);
+	return ino;
+}
+
+static void load_listeners_file(const char *path, struct listeners *l)
+{
+	FILE *f = fopen(path, "r");
+	char line[512];
+	if (!f)
+		return;
+	if (!fgets(line, sizeof(line), f)) { /* header */
+		fclose(f);
+		return;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char local[128];
+		unsigned state;
+		unsigned long long inode;
+		/* sl local rem st tx:rx tr:tm retr uid timeout inode */
+		if (sscanf(line, " %*s %127s %*s %x %*s %*s %*s %*s %*s %llu", local, &state, &inode) != 3)
+			continue;
+		if (state != 0x0A) /* TCP_LISTEN */
+			continue;
+		char *colon = strrchr(local, ':');
+		if (!colon)
+			continue;
+		unsigned port = (unsigned)strtoul(colon + 1, NULL, 16);
+		if (l->count == l->cap) {
+			int ncap = l->cap ? l->cap * 2 : 32;
+			struct listener *n = realloc(l->items, ncap * sizeof(*n));
+			if (!n)
+				break;
+			l->items = n;
+			l->cap = ncap;
+		}
+		l->items[l->count++] = (struct listener){inode, (uint16_t)port};
+	}
+	fclose(f);
+}
+
+static void load_listeners(uint32_t pid, struct listeners *l)
+{
+	char path[64];
+	l->count = 0;
+	snprintf(path, sizeof(path), "/proc/%u/net/tcp", pid);
+	load_listeners_file(path, l);
+	snprintf(path, sizeof(path), "/proc/%u/net/tcp6", pid);
+	load_listeners_file(path, l);
+}
+
+/* Calls back with every TCP port pid listens on; stops when fn returns true. */
+static bool any_listening_port(uint32_t pid, struct listeners *cache,
+			       bool (*fn)(uint16_t port, const void *arg), const void *arg)
+{
+	uint64_t netns = read_netns(pid);
+	if (!cache->items || cache->netns != netns) {
+		load_listeners(pid, cache);
+		cache->netns = netns;
+	}
+	if (!cache->count)
+		return false;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%u/fd", pid);
+	DIR *dir = opendir(path);
+	if (!dir)
+		return false;
+	bool found = false;
+	struct dirent *de;
+	while (!found && (de = readdir(dir))) {
+		char fdpath[320], link[64];
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(fdpath, sizeof(fdpath), "%s/%s", path, de->d_name);
+		ssize_t n = readlink(fdpath, link, sizeof(link) - 1);
+		if (n <= 8 || strncmp(link, "socket:[", 8))
+			continue;
+		link[n] = '\0';
+		uint64_t inode = strtoull(link + 8, NULL, 10);
+		for (int i = 0; i < cache->count; i++)
+			if (cache->items[i].inode == inode && fn(cache->items[i].port, arg)) {
+				found = true;
+				break;
+			}
+	}
+	closedir(dir);
+	return found;
+}
+
+static bool port_in_rule(uint16_t port, const void *arg)
+{
+	return config__port_in(&((const struct instrument_rule *)arg)->open_ports, port);
+}
+
+enum port_check {
+	PORTS_SCAN,    /* read the process's listening sockets from /proc */
+	PORTS_EVENT,   /* only the port of a listen event */
+	PORTS_SKIP,    /* entries with port selectors cannot match */
+};
+
+/* Index of the first discovery entry the process matches, or -1. */
+static int match_rule(struct discovery *d, uint32_t pid, const char *exe, enum port_check how,
+		      uint16_t event_port, struct listeners *cache)
+{
+	for (int i = 0; i < d->cfg->rule_count; i++) {
+		const struct instrument_rule *r = &d->cfg->rules[i];
+		if (r->exe_path && !discovery__exe_matches(r->exe_path, exe))
+			continue;
+		if (r->open_ports.count) {
+			if (how == PORTS_SKIP)
+				continue;
+			if (how == PORTS_EVENT) {
+				if (!config__port_in(&r->open_ports, event_port))
+					continue;
+			} else if (!any_listening_port(pid, cache, port_in_rule, r)) {
+				continue;
+			}
+		}
+		return i;
+	}
+	return -1;
+}
+
+static struct service *alloc_service(struct discovery *d)
+{
+	for (uint32_t n = 0; n < d->nservices; n++) {
+		uint32_t id = (d->next_slot + n) % d->nservices;
+		if (!d->services[id].refs) {
+			d->next_slot = id + 1;
+			struct service *s = &d->services[id];
+			memset(s, 0, sizeof(*s));
+			s->id = id;
+			return s;
+		}
+	}
+	return NULL;
+}
+
+static void base_name(const char *path, char *out, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+	snprintf(out, len, "%s", slash ? slash + 1 : path);
+}
+
+static int trace_pid(struct discovery *d, uint32_t pid, struct service *s)
+{
+	int err = capture__trace(d->cap, pid, s->id);
+	if (err) {
+		log_warn("cannot trace process %u (%s): %s (ebpf.max_processes is %u)", pid, s->name,
+			 strerror(-err), d->cfg->max_processes);
+		return err;
+	}
+	if (u64map__put(&d->pids, pid, (void *)(uintptr_t)(s->id + 1))) {
+		capture__untrace(d->cap, pid);
+		return -ENOMEM;
+	}
+	s->processes++;
+	service__ref(s);
+	return 0;
+}
+
+/* Forgets pid in user space (the kernel entry is already gone or removed). */
+static void forget_pid(struct discovery *d, uint32_t pid)
+{
+	void *v = u64map__remove(&d->pids, pid);
+	if (!v)
+		return;
+	struct service *s = &d->services[(uintptr_t)v - 1];
+	if (s->processes)
+		s->processes--;
+	service__unref(s);
+	if (!s->processes)
+		log_info("service %s%s%s (pid %u) is no longer running", s->namespace_,
+			 s->namespace_[0] ? "/" : "", s->name, s->root_pid);
+}
+
+static int start_service(struct discovery *d, uint32_t pid, int rule, const char *exe)
+{
+	const struct instrument_rule *r = &d->cfg->rules[rule];
+	struct service *s = alloc_service(d);
+	if (!s) {
+		log_warn("cannot trace process %u: ebpf.max_processes (%u) services are in use", pid,
+			 d->cfg->max_processes);
+		return -ENOSPC;
+	}
+	s->root_pid = pid;
+	s->rule = rule;
+	snprintf(s->exe_path, sizeof(s->exe_path), "%s", exe);
+	if (r->name)
+		snprintf(s->name, sizeof(s->name), "%s", r->name);
+	else if (d->cfg->service_name)
+		snprintf(s->name, sizeof(s->name), "%s", d->cfg->service_name);
+	else
+		base_name(exe, s->name, sizeof(s->name));
+	const char *ns = r->namespace_ ? r->namespace_ : d->cfg->service_namespace;
+	snprintf(s->namespace_, sizeof(s->namespace_), "%s", ns ? ns : "");
+	snprintf(s->instance_id, sizeof(s->instance_id), "%s:%u", d->hostname, pid);
+	int err = trace_pid(d, pid, s);
+	if (err)
+		return err;
+	log_info("instrumenting pid %u (%s) as service %s%s%s", pid, exe, s->namespace_,
+		 s->namespace_[0] ? "/" : "", s->name);
+	return 0;
+}
+
+/* Evaluates pid against the discovery entries and traces or untraces it. */
+static void evaluate(struct discovery *d, uint32_t pid, enum port_check how, uint16_t port,
+		     struct listeners *cache)
+{
+	char exe[PATH_MAX];
+	if (pid == d->self || read_exe(pid, exe, sizeof(exe)))
+		return;
+	int rule = match_rule(d, pid, exe, how, port, cache);
+	void *cur = u64map__get(&d->pids, pid);
+	if (cur) {
+		struct service *s = &d->services[(uintptr_t)cur - 1];
+		/* Still the same program under the same entry: nothing to do. */
+		if (rule == s->rule && !strcmp(exe, s->exe_path))
+			return;
+		/* Exec'd into something else (a forked worker running a CGI, say):
+		 * stop attributing it to the old service. */
+		capture__untrace(d->cap, pid);
+		forget_pid(d, pid);
+	}
+	if (rule >= 0)
+		start_service(d, pid, rule, exe);
+}
+
+int discovery__scan(struct discovery *d)
+{
+	DIR *proc = opendir("/proc");
+	struct listeners cache = {0};
+	if (!proc)
+		return error("cannot read /proc: %s", strerror(errno));
+	uint32_t *found = NULL;
+	size_t nfound = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(proc))) {
+		char *end;
+		unsigned long pid = strtoul(de->d_name, &end, 10);
+		if (*end || !pid || pid == d->self)
+			continue;
+		if (u64map__get(&d->pids, pid))
+			continue;
+		char exe[PATH_MAX];
+		if (read_exe((uint32_t)pid, exe, sizeof(exe)))
+			continue;
+		int rule = match_rule(d, (uint32_t)pid, exe, PORTS_SCAN, 0, &cache);
+		if (rule < 0)
+			continue;
+		if (nfound == cap) {
+			cap = cap ? cap * 2 : 64;
+			uint32_t *n = realloc(found, cap * 2 * sizeof(uint32_t));
+			if (!n)
+				break;
+			found = n;
+		}
+		found[nfound * 2] = (uint32_t)pid;
+		found[nfound * 2 + 1] = (uint32_t)rule;
+		nfound++;
+	}
+	closedir(proc);
+	free(cache.items);
+
+	/* Prefork servers: a worker whose parent matched the same entry joins the
+	 * parent's service instead of becoming one of its own. Parents first. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < nfound; i++) {
+			uint32_t pid = found[i * 2], rule = found[i * 2 + 1];
+			if (!pid)
+				continue;
+			uint32_t ppid = read_ppid(pid);
+			bool parent_matched = false;
+			for (size_t j = 0; j < nfound && ppid; j++)
+				if (j != i && found[j * 2 + 1] == rule &&
+				    (found[j * 2] == ppid || u64map__get(&d->pids, ppid)))
+					parent_matched = true;
+			if (ppid && u64map__get(&d->pids, ppid)) {
+				struct service *s =
+					&d->services[(uintptr_t)u64map__get(&d->pids, ppid) - 1];
+				if (s->rule == (int)rule) {
+					trace_pid(d, pid, s);
+					found[i * 2] = 0;
+					continue;
+				}
+			}
+			if (pass == 0 && parent_matched)
+				continue; /* wait for the parent */
+			char exe[PATH_MAX];
+			if (!read_exe(pid, exe, sizeof(exe)))
+				start_service(d, pid, (int)rule, exe);
+			found[i * 2] = 0;
+		}
+	}
+	free(found);
+
+	/* Forget processes that vanished without an exit event (lost when the
+	 * ring buffer was full). Collected first: removal reorders the map. */
+	uint32_t gone[256];
+	int ngone = 0;
+	for (uint32_t i = 0; i < d->pids.capacity && ngone < 256; i++) {
+		char path[64];
+		if (!d->pids.keys[i])
+			continue;
+		snprintf(path, sizeof(path), "/proc/%u", (unsigned)d->pids.keys[i]);
+		if (access(path, F_OK))
+			gone[ngone++] = (uint32_t)d->pids.keys[i];
+	}
+	for (int i = 0; i < ngone; i++) {
+		capture__untrace(d->cap, gone[i]);
+		forget_pid(d, gone[i]);
+	}
+	return 0;
+}
+
+void discovery__on_event(struct discovery *d, const struct rastro_proc_event *ev)
+{
+	struct listeners cache = {0};
+	switch (ev->hdr.type) {
+	case RASTRO_EV_EXEC:
+		/* A traced process that exec'd is re-examined in full; others are
+		 * checked against exe_path entries only (their listen() comes later
+		 * and is an event of its own). */
+		if (u64map__get(&d->pids, ev->pid))
+			evaluate(d, ev->pid, PORTS_SCAN, 0, &cache);
+		else if (d->any_exe_rule)
+			evaluate(d, ev->pid, PORTS_SKIP, 0, &cache);
+		break;
+	case RASTRO_EV_LISTEN:
+		if (!u64map__get(&d->pids, ev->pid))
+			evaluate(d, ev->pid, PORTS_EVENT, ev->port, &cache);
+		break;
+	case RASTRO_EV_FORK: {
+		/* The kernel already traces the child under the parent's id. */
+		struct service *s = discovery__service(d, ev->service_id);
+		if (!s || u64map__put(&d->pids, ev->pid, (void *)(uintptr_t)(s->id + 1))) {
+			capture__untrace(d->cap, ev->pid);
+			break;
+		}
+		s->processes++;
+		service__ref(s);
+		log_debug("pid %u forked %u: traced as %s", ev->ppid, ev->pid, s->name);
+		break;
+	}
+	case RASTRO_EV_EXIT:
+		forget_pid(d, ev->pid);
+		break;
+	}
+	free(cache.items);
+}
+
+int discovery__open(struct discovery **out, const struct rastro_config *cfg, struct capture *cap)
+{
+	struct discovery *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->cfg = cfg;
+	d->cap = cap;
+	d->nservices = cfg->max_processes;
+	d->services = calloc(d->nservices, sizeof(*d->services));
+	if (!d->services) {
+		free(d);
+		return -ENOMEM;
+	}
+	u64map__init(&d->pids);
+	d->self = (uint32_t)getpid();
+	if (gethostname(d->hostname, sizeof(d->hostname) - 1))
+		snprintf(d->hostname, sizeof(d->hostname), "localhost");
+	for (int i = 0; i < cfg->rule_count; i++)
+		if (cfg->rules[i].exe_path)
+			d->any_exe_rule = true;
+	*out = d;
+	return 0;
+}
+
+void discovery__close(struct discovery *d)
+{
+	if (!d)
+		return;
+	u64map__free(&d->pids);
+	free(d->services);
+	free(d);
+}

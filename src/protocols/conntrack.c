@@ -1,0 +1,262 @@
+#include "protocols/conntrack.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/u64map.h"
+#include "discover/discover.h"
+#include "log.h"
+
+/* Chunks without a recognised protocol before a connection is ignored. */
+#define MAX_DETECT_ATTEMPTS 8
+
+static const struct proto_ops *const protocols[] = {
+	&http1_proto,
+};
+
+struct conn {
+	uint64_t id;
+	uint32_t tgid;
+	uint8_t role_hint;
+	bool opaque; /* no known protocol: events are ignored */
+	uint8_t detect_attempts;
+	bool seq_known[2];
+	uint32_t next_seq[2];
+	struct rastro_tuple tuple;
+	struct service *service;
+	const struct proto_ops *proto;
+	void *state;
+	uint64_t last_ns;
+	struct conn *lru_prev, *lru_next; /* least recently active first */
+	struct conntrack *ct;
+};
+
+struct conntrack {
+	const struct rastro_config *cfg;
+	struct discovery *disc;
+	request_sink_fn sink;
+	void *sink_ctx;
+	struct u64map conns;
+	struct conn *lru_head, *lru_tail;
+	struct conntrack_stats stats;
+};
+
+static const char *const counter_names[CONN__COUNTERS] = {
+	[CONN_LOST_PIPELINE_OVERFLOW] = "pipeline_overflow",
+	[CONN_LOST_EVENTS] = "events_lost",
+	[CONN_LOST_NO_MEMORY] = "out_of_memory",
+	[CONN_PARSE_ERRORS] = "parse_errors",
+};
+
+const char *conntrack__counter_name(int which)
+{
+	return which >= 0 && which < CONN__COUNTERS ? counter_names[which] : "?";
+}
+
+uint8_t conn__role_hint(const struct conn *c)
+{
+	return c->role_hint;
+}
+
+const struct rastro_config *conn__config(const struct conn *c)
+{
+	return c->ct->cfg;
+}
+
+void conn__count(struct conn *c, enum conn_counter which, uint64_t n)
+{
+	c->ct->stats.counters[which] += n;
+}
+
+void conn__emit(struct conn *c, struct request *r)
+{
+	r->service = c->service;
+	r->pid = c->tgid;
+	r->conn_id = c->id;
+	r->tuple = c->tuple;
+	c->ct->stats.requests++;
+	c->ct->sink(c->ct->sink_ctx, r);
+}
+
+static void lru_unlink(struct conntrack *ct, struct conn *c)
+{
+	if (c->lru_prev)
+		c->lru_prev->lru_next = c->lru_next;
+	else
+		ct->lru_head = c->lru_next;
+	if (c->lru_next)
+		c->lru_next->lru_prev = c->lru_prev;
+	else
+		ct->lru_tail = c->lru_prev;
+	c->lru_prev = c->lru_next = NULL;
+}
+
+static void lru_append(struct conntrack *ct, struct conn *c)
+{
+	c->lru_prev = ct->lru_tail;
+	c->lru_next = NULL;
+	if (ct->lru_tail)
+		ct->lru_tail->lru_next = c;
+	else
+		ct->lru_head = c;
+	ct->lru_tail = c;
+}
+
+static void conn_destroy(struct conntrack *ct, struct conn *c, uint64_t ts)
+{
+	if (c->proto) {
+		c->proto->close(c->state, c, ts);
+		c->proto->free(c->state);
+	}
+	u64map__remove(&ct->conns, c->id);
+	lru_unlink(ct, c);
+	service__unref(c->service);
+	free(c);
+}
+
+static struct conn *conn_create(struct conntrack *ct, const struct rastro_data_event *ev,
+				struct service *svc)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->id = ev->conn_id;
+	c->tgid = ev->hdr.tgid;
+	c->role_hint = ev->role;
+	c->tuple = ev->tuple;
+	c->service = svc;
+	c->ct = ct;
+	service__ref(svc);
+	if (u64map__put(&ct->conns, c->id, c)) {
+		service__unref(svc);
+		free(c);
+		return NULL;
+	}
+	lru_append(ct, c);
+	return c;
+}
+
+static void detect(struct conn *c, const struct chunk *ch)
+{
+	bool maybe = false;
+	for (size_t i = 0; i < sizeof(protocols) / sizeof(protocols[0]); i++) {
+		enum proto_verdict v = protocols[i]->detect(c, ch);
+		if (v == PROTO_YES) {
+			c->state = protocols[i]->open(c, ch);
+			if (c->state)
+				c->proto = protocols[i];
+			return;
+		}
+		maybe |= v == PROTO_MAYBE;
+	}
+	/* The first bytes of a connection seen mid-stream can be anything: keep
+	 * looking for a message start for a while. */
+	if (!maybe && ++c->detect_attempts >= MAX_DETECT_ATTEMPTS)
+		c->opaque = true;
+}
+
+void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev,
+			const char *payload)
+{
+	struct conn *c = u64map__get(&ct->conns, ev->conn_id);
+	if (!c) {
+		struct service *svc = discovery__service(ct->disc, ev->service_id);
+		if (!svc) {
+			ct->stats.unknown_service_events++;
+			return;
+		}
+		c = conn_create(ct, ev, svc);
+		if (!c) {
+			ct->stats.counters[CONN_LOST_NO_MEMORY]++;
+			return;
+		}
+	}
+	c->last_ns = ev->hdr.ts_ns;
+	if (c->lru_next) { /* move to the most recent end */
+		lru_unlink(ct, c);
+		lru_append(ct, c);
+	}
+	if (c->role_hint == RASTRO_ROLE_UNKNOWN)
+		c->role_hint = ev->role;
+
+	int dir = ev->direction & 1;
+	struct chunk ch = {
+		.dir = (uint8_t)dir,
+		.ts = ev->hdr.ts_ns,
+		.tid = ev->tid,
+		.seq = ev->seq,
+		.data = payload,
+		.captured = ev->captured,
+		.bytes = ev->bytes,
+		.gap = c->seq_known[dir] && c->next_seq[dir] != ev->seq,
+	};
+	c->seq_known[dir] = true;
+	c->next_seq[dir] = ev->seq + ev->bytes;
+
+	if (c->opaque)
+		return;
+	if (!c->proto) {
+		detect(c, &ch);
+		if (!c->proto)
+			return;
+		ch.gap = false;
+	}
+	c->proto->data(c->state, c, &ch);
+}
+
+void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev)
+{
+	struct conn *c = u64map__get(&ct->conns, ev->conn_id);
+	if (c)
+		conn_destroy(ct, c, ev->hdr.ts_ns);
+}
+
+void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns)
+{
+	while (ct->lru_head && ct->lru_head->last_ns + idle_ns < now_ns) {
+		log_debug("connection %llu idle for long: forgotten",
+			  (unsigned long long)ct->lru_head->id);
+		conn_destroy(ct, ct->lru_head, now_ns);
+	}
+}
+
+void conntrack__close_all(struct conntrack *ct, uint64_t now_ns)
+{
+	while (ct->lru_head)
+		conn_destroy(ct, ct->lru_head, now_ns);
+}
+
+void conntrack__stats(const struct conntrack *ct, struct conntrack_stats *out)
+{
+	*out = ct->stats;
+	out->connections = ct->conns.count;
+}
+
+struct conntrack *conntrack__new(const struct rastro_config *cfg, struct discovery *disc,
+				 request_sink_fn sink, void *sink_ctx)
+{
+	struct conntrack *ct = calloc(1, sizeof(*ct));
+	if (!ct)
+		return NULL;
+	ct->cfg = cfg;
+	ct->disc = disc;
+	ct->sink = sink;
+	ct->sink_ctx = sink_ctx;
+	u64map__init(&ct->conns);
+	return ct;
+}
+
+void conntrack__free(struct conntrack *ct)
+{
+	if (!ct)
+		return;
+	while (ct->lru_head) {
+		struct conn *c = ct->lru_head;
+		if (c->proto)
+			c->proto->free(c->state);
+		c->proto = NULL;
+		conn_destroy(ct, c, 0);
+	}
+	u64map__free(&ct->conns);
+	free(ct);
+}

@@ -1,0 +1,40 @@
+/* Connection tracker: one entry per TCP connection of a traced process,
+ * holding its protocol parser. Detects the protocol from the first bytes,
+ * spots lost bytes from TCP sequence numbers, expires idle entries. */
+#ifndef RASTRO_CONNTRACK_H
+#define RASTRO_CONNTRACK_H
+
+#include <stdint.h>
+
+#include "bpf/rastro.h"
+#include "config/config.h"
+#include "protocols/proto.h"
+#include "request.h"
+
+struct conntrack;
+struct discovery;
+
+typedef void (*request_sink_fn)(void *ctx, struct request *r);
+
+struct conntrack_stats {
+	uint64_t connections;           /* tracked now */
+	uint64_t requests;              /* records emitted */
+	uint64_t unknown_service_events; /* events of a process no longer known */
+	uint64_t counters[CONN__COUNTERS];
+};
+
+struct conntrack *conntrack__new(const struct rastro_config *cfg, struct discovery *disc,
+				 request_sink_fn sink, void *sink_ctx);
+void conntrack__free(struct conntrack *ct);
+
+void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev,
+			const char *payload);
+void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev);
+/* Closes connections without events for idle_ns (their close was missed). */
+void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns);
+/* Closes every connection (at shutdown), reporting what is pending. */
+void conntrack__close_all(struct conntrack *ct, uint64_t now_ns);
+void conntrack__stats(const struct conntrack *ct, struct conntrack_stats *out);
+const char *conntrack__counter_name(int which);
+
+#endif

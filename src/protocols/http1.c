@@ -1,0 +1,468 @@
+#include "protocols/http1.h"
+
+#include <string.h>
+#include <strings.h>
+
+/* RFC 9110 tchar */
+static bool is_tchar(unsigned char c)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+		return true;
+	return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static bool is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+#define MAX_METHOD 32
+
+bool http1__looks_like_request(const char *buf, size_t len)
+{
+	size_t i = 0;
+	while (i < len && i < MAX_METHOD && is_tchar((unsigned char)buf[i]))
+		i++;
+	if (i == 0 || i == len)
+		return i > 0 && len < MAX_METHOD; /* all token so far: cannot tell yet */
+	if (buf[i] != ' ')
+		return false;
+	/* The target starts with '/', '*', or an absolute URI (scheme ':'); an
+	 * authority-form target only follows CONNECT. */
+	if (i + 1 >= len)
+		return true;
+	unsigned char t = (unsigned char)buf[i + 1];
+	if (t == '/' || t == '*')
+		return true;
+	if (i == 7 && !memcmp(buf, "CONNECT", 7))
+		return t > ' ' && t < 0x7f;
+	return (t >= 'a' && t <= 'z') || (t >= 'A' && t <= 'Z');
+}
+
+bool http1__looks_like_response(const char *buf, size_t len)
+{
+	static const char prefix[] = "HTTP/1.";
+	size_t n = len < 7 ? len : 7;
+	if (memcmp(buf, prefix, n))
+		return false;
+	if (len > 7 && !is_digit((unsigned char)buf[7]))
+		return false;
+	if (len > 8 && buf[8] != ' ')
+		return false;
+	return true;
+}
+
+bool http1__method_known(const char *m, size_t len)
+{
+	static const char *const known[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
+					    "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (strlen(known[i]) == len && !memcmp(known[i], m, len))
+			return true;
+	return false;
+}
+
+bool http1__response_has_no_body(const char *method, size_t method_len, int status)
+{
+	if (status < 200 || status == 204 || status == 304)
+		return true;
+	if (method_len == 4 && !memcmp(method, "HEAD", 4))
+		return true;
+	/* A 2xx to CONNECT turns the connection into a tunnel. */
+	if (method_len == 7 && !memcmp(method, "CONNECT", 7) && status < 300)
+		return true;
+	return false;
+}
+
+/* Finds the end of the line starting at buf[i]: returns the index of '\n'
+ * or -1. Lines end in CRLF; a bare LF is tolerated (RFC 9112 2.2). */
+static long line_end(const char *buf, size_t len, size_t i)
+{
+	const char *nl = memchr(buf + i, '\n', len - i);
+	return nl ? nl - buf : -1;
+}
+
+static bool ieq(struct http1_slice s, const char *lit)
+{
+	size_t n = strlen(lit);
+	return s.len == n && !strncasecmp(s.p, lit, n);
+}
+
+/* Whether a comma-separated header value contains token (case-insensitive). */
+static bool list_has(struct http1_slice v, const char *token, bool last_only)
+{
+	size_t n = strlen(token);
+	bool found = false;
+	size_t i = 0;
+	while (i < v.len) {
+		while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+			i++;
+		size_t start = i;
+		while (i < v.len && v.p[i] != ',' && v.p[i] != ';')
+			i++;
+		size_t end = i;
+		while (end > start && (v.p[end - 1] == ' ' || v.p[end - 1] == '\t'))
+			end--;
+		found = end - start == n && !strncasecmp(v.p + start, token, n);
+		if (found && !last_only)
+			return true;
+		while (i < v.len && v.p[i] != ',')
+			i++; /* skip parameters */
+	}
+	return found;
+}
+
+static int parse_content_length(struct http1_slice v, int64_t *out)
+{
+	/* "Content-Length: 5, 5" is allowed when the values agree. */
+	int64_t value = -1;
+	size_t i = 0;
+	while (i < v.len) {
+		while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+			i++;
+		if (i == v.len)
+			break;
+		if (!is_digit((unsigned char)v.p[i]))
+			return -1;
+		int64_t n = 0;
+		while (i < v.len && is_digit((unsigned char)v.p[i])) {
+			if (n > (INT64_MAX - 9) / 10)
+				return -1;
+			n = n * 10 + (v.p[i] - '0');
+			i++;
+		}
+		while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t'))
+			i++;
+		if (i < v.len && v.p[i] != ',')
+			return -1;
+		if (value >= 0 && value != n)
+			return -1;
+		value = n;
+	}
+	if (value < 0)
+		return -1;
+	*out = value;
+	return 0;
+}
+
+/* Parses header lines from buf[i]; returns the head length or NEED_MORE or
+ * ERROR. */
+static int parse_headers(const char *buf, size_t len, size_t i, struct http1_head *h)
+{
+	h->content_length = -1;
+	for (;;) {
+		long e = line_end(buf, len, i);
+		if (e < 0)
+			return HTTP1_NEED_MORE;
+		size_t end = (size_t)e;
+		size_t content_end = end > i && buf[end - 1] == '\r' ? end - 1 : end;
+		if (content_end == i) { /* empty line: end of head */
+			h->head_len = end + 1;
+			if (h->head_len > 0x7fffffff)
+				return HTTP1_ERROR;
+			return (int)h->head_len;
+		}
+		if (buf[i] == ' ' || buf[i] == '\t') { /* obsolete line folding: ignore */
+			i = end + 1;
+			continue;
+		}
+		size_t colon = i;
+		while (colon < content_end && is_tchar((unsigned char)buf[colon]))
+			colon++;
+		if (colon == i || colon == content_end || buf[colon] != ':')
+			return HTTP1_ERROR;
+		struct http1_slice name = {buf + i, colon - i};
+		size_t vs = colon + 1, ve = content_end;
+		while (vs < ve && (buf[vs] == ' ' || buf[vs] == '\t'))
+			vs++;
+		while (ve > vs && (buf[ve - 1] == ' ' || buf[ve - 1] == '\t'))
+			ve--;
+		struct http1_slice value = {buf + vs, ve - vs};
+
+		switch (name.len) {
+		case 4:
+			if (ieq(name, "host"))
+				h->host = value;
+			break;
+		case 6:
+			if (ieq(name, "expect"))
+				h->expect_continue = ieq(value, "100-continue");
+			break;
+		case 7:
+			if (ieq(name, "upgrade"))
+				h->upgrade = value;
+			break;
+		case 10:
+			if (ieq(name, "user-agent"))
+				h->user_agent = value;
+			else if (ieq(name, "connection")) {
+				h->connection_close |= list_has(value, "close", false);
+				h->connection_keep_alive |= list_has(value, "keep-alive", false);
+			} else if (ieq(name, "tracestate"))
+				h->tracestate = value;
+			break;
+		case 11:
+			if (ieq(name, "traceparent"))
+				h->traceparent = value;
+			break;
+		case 12:
+			if (ieq(name, "content-type"))
+				h->content_type = value;
+			break;
+		case 14:
+			if (ieq(name, "content-length")) {
+				int64_t n;
+				if (parse_content_length(value, &n) ||
+				    (h->content_length >= 0 && h->content_length != n))
+					return HTTP1_ERROR;
+				h->content_length = n;
+			} else if (ieq(name, "http2-settings"))
+				h->http2_settings = true;
+			break;
+		case 17:
+			if (ieq(name, "transfer-encoding")) {
+				h->has_transfer_encoding = true;
+				h->chunked = list_has(value, "chunked", true);
+			}
+			break;
+		}
+		i = end + 1;
+	}
+}
+
+static int parse_version(const char *p, size_t len)
+{
+	if (len != 8 || memcmp(p, "HTTP/1.", 7) || !is_digit((unsigned char)p[7]))
+		return -1;
+	return p[7] == '0' ? 10 : 11;
+}
+
+int http1__parse_request_line_prefix(const char *buf, size_t len, struct http1_head *out,
+				     bool *target_cut)
+{
+	memset(out, 0, sizeof(*out));
+	size_t i = 0;
+	while (i < len && i < MAX_METHOD && is_tchar((unsigned char)buf[i]))
+		i++;
+	if (i == 0 || i >= len || buf[i] != ' ')
+		return HTTP1_ERROR;
+	out->method = (struct http1_slice){buf, i};
+	size_t ts = ++i;
+	while (i < len && buf[i] != ' ' && buf[i] != '\r' && buf[i] != '\n') {
+		if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] == 0x7f)
+			return HTTP1_ERROR;
+		i++;
+	}
+	if (i == ts)
+		return HTTP1_ERROR;
+	out->target = (struct http1_slice){buf + ts, i - ts};
+	*target_cut = i == len;
+	out->version = 11;
+	out->content_length = -1;
+	if (!*target_cut && buf[i] == ' ') {
+		size_t vs = i + 1, ve = vs;
+		while (ve < len && buf[ve] != '\r' && buf[ve] != '\n')
+			ve++;
+		int v = parse_version(buf + vs, ve - vs);
+		if (ve < len && v < 0)
+			return HTTP1_ERROR;
+		if (v > 0)
+			out->version = v;
+	}
+	return 0;
+}
+
+int http1__parse_request_head(const char *buf, size_t len, struct http1_head *out)
+{
+	memset(out, 0, sizeof(*out));
+	long e = line_end(buf, len, 0);
+	if (e < 0) {
+		/* Fail fast on bytes that cannot start a request. */
+		if (!http1__looks_like_request(buf, len) || len > 64 * 1024)
+			return HTTP1_ERROR;
+		return HTTP1_NEED_MORE;
+	}
+	size_t end = (size_t)e, content_end = end > 0 && buf[end - 1] == '\r' ? end - 1 : end;
+	size_t i = 0;
+	while (i < content_end && i < MAX_METHOD && is_tchar((unsigned char)buf[i]))
+		i++;
+	if (i == 0 || i >= content_end || buf[i] != ' ')
+		return HTTP1_ERROR;
+	out->method = (struct http1_slice){buf, i};
+	size_t ts = ++i;
+	while (i < content_end && buf[i] != ' ') {
+		if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] == 0x7f)
+			return HTTP1_ERROR;
+		i++;
+	}
+	if (i == ts || i >= content_end)
+		return HTTP1_ERROR;
+	out->target = (struct http1_slice){buf + ts, i - ts};
+	out->version = parse_version(buf + i + 1, content_end - i - 1);
+	if (out->version < 0)
+		return HTTP1_ERROR;
+	return parse_headers(buf, len, end + 1, out);
+}
+
+int http1__parse_response_head(const char *buf, size_t len, struct http1_head *out)
+{
+	memset(out, 0, sizeof(*out));
+	long e = line_end(buf, len, 0);
+	if (e < 0) {
+		if (!http1__looks_like_response(buf, len) || len > 64 * 1024)
+			return HTTP1_ERROR;
+		return HTTP1_NEED_MORE;
+	}
+	size_t end = (size_t)e, content_end = end > 0 && buf[end - 1] == '\r' ? end - 1 : end;
+	if (content_end < 12)
+		return HTTP1_ERROR;
+	out->version = parse_version(buf, 8);
+	if (out->version < 0 || buf[8] != ' ' || !is_digit((unsigned char)buf[9]) ||
+	    !is_digit((unsigned char)buf[10]) || !is_digit((unsigned char)buf[11]) ||
+	    (content_end > 12 && buf[12] != ' '))
+		return HTTP1_ERROR;
+	out->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+	if (out->status < 100)
+		return HTTP1_ERROR;
+	return parse_headers(buf, len, end + 1, out);
+}
+
+/* ---- chunked */
+
+enum {
+	CH_SIZE = 0,   /* hex digits of the chunk size */
+	CH_EXT,        /* chunk extensions up to CRLF */
+	CH_DATA,       /* chunk_left bytes of data */
+	CH_DATA_CR,    /* CR after data */
+	CH_DATA_LF,    /* LF after data */
+	CH_TRAILER,    /* start of a trailer line (or the final empty line) */
+	CH_TRAILER_LINE,
+	CH_FINAL_LF,   /* LF of the final empty line */
+	CH_DONE,
+};
+
+#define CH_MAX_LINE 4096
+
+void http1__chunked_init(struct http1_chunked *c)
+{
+	memset(c, 0, sizeof(*c));
+}
+
+static int hexdigit(unsigned char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch |= 0x20;
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	return -1;
+}
+
+int64_t http1__chunked_feed(struct http1_chunked *c, const char *buf, size_t len, bool *done)
+{
+	size_t i = 0;
+	*done = false;
+	while (i < len) {
+		unsigned char ch = (unsigned char)buf[i];
+		switch (c->state) {
+		case CH_SIZE: {
+			int d = hexdigit(ch);
+			if (d >= 0) {
+				if (c->chunk_left >> 59)
+					return HTTP1_ERROR; /* absurd size */
+				c->chunk_left = c->chunk_left * 16 + (uint64_t)d;
+				c->size_digits = true;
+				i++;
+				break;
+			}
+			if (!c->size_digits)
+				return HTTP1_ERROR;
+			c->state = CH_EXT;
+			c->line_len = 0;
+			break; /* re-examine ch in CH_EXT */
+		}
+		case CH_EXT:
+			if (ch == '\n') {
+				c->state = c->chunk_left ? CH_DATA : CH_TRAILER;
+				c->size_digits = false;
+				c->line_len = 0;
+			} else if (++c->line_len > CH_MAX_LINE) {
+				return HTTP1_ERROR;
+			}
+			i++;
+			break;
+		case CH_DATA: {
+			size_t n = len - i;
+			if (n > c->chunk_left)
+				n = (size_t)c->chunk_left;
+			c->chunk_left -= n;
+			c->payload += n;
+			i += n;
+			if (!c->chunk_left)
+				c->state = CH_DATA_CR;
+			break;
+		}
+		case CH_DATA_CR:
+			if (ch == '\r') {
+				c->state = CH_DATA_LF;
+				i++;
+				break;
+			}
+			if (ch != '\n')
+				return HTTP1_ERROR;
+			/* fallthrough: bare LF */
+			c->state = CH_DATA_LF;
+			break;
+		case CH_DATA_LF:
+			if (ch != '\n')
+				return HTTP1_ERROR;
+			c->state = CH_SIZE;
+			i++;
+			break;
+		case CH_TRAILER:
+			if (ch == '\r') {
+				c->state = CH_FINAL_LF;
+				i++;
+			} else if (ch == '\n') {
+				i++;
+				c->state = CH_DONE;
+				*done = true;
+				return (int64_t)i;
+			} else {
+				c->state = CH_TRAILER_LINE;
+				c->line_len = 0;
+			}
+			break;
+		case CH_TRAILER_LINE:
+			if (ch == '\n')
+				c->state = CH_TRAILER;
+			else if (++c->line_len > CH_MAX_LINE)
+				return HTTP1_ERROR;
+			i++;
+			break;
+		case CH_FINAL_LF:
+			if (ch != '\n')
+				return HTTP1_ERROR;
+			i++;
+			c->state = CH_DONE;
+			*done = true;
+			return (int64_t)i;
+		case CH_DONE:
+			*done = true;
+			return (int64_t)i;
+		}
+	}
+	*done = c->state == CH_DONE;
+	return (int64_t)i;
+}
+
+bool http1__chunked_skip(struct http1_chunked *c, uint64_t n)
+{
+	if (c->state != CH_DATA || n > c->chunk_left)
+		return false;
+	c->chunk_left -= n;
+	c->payload += n;
+	if (!c->chunk_left)
+		c->state = CH_DATA_CR;
+	return true;
+}

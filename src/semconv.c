@@ -1,0 +1,277 @@
+#include "semconv.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "discover/discover.h"
+
+static const uint8_t v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+void semconv__format_addr(const uint8_t addr[16], char *out, size_t len)
+{
+	if (!memcmp(addr, v4_mapped, 12))
+		inet_ntop(AF_INET, addr + 12, out, (socklen_t)len);
+	else
+		inet_ntop(AF_INET6, addr, out, (socklen_t)len);
+}
+
+size_t semconv__scrub_query(const char *q, size_t len, char *out, size_t cap)
+{
+	size_t o = 0;
+	bool in_value = false;
+	for (size_t i = 0; i < len && o + 2 < cap; i++) {
+		char c = q[i];
+		if (c == '&' || c == ';') {
+			in_value = false;
+			out[o++] = c;
+		} else if (c == '=' && !in_value) {
+			in_value = true;
+			out[o++] = '=';
+			out[o++] = '?';
+		} else if (!in_value) {
+			out[o++] = c;
+		}
+	}
+	out[o] = '\0';
+	return o;
+}
+
+bool semconv__is_server(const struct request *r)
+{
+	return r->kind == REQ_HTTP_SERVER || r->kind == REQ_GRPC_SERVER;
+}
+
+const char *semconv__method(const struct request *r)
+{
+	return r->method_known ? request__str(r, r->method) : "_OTHER";
+}
+
+int semconv__span_kind(const struct request *r)
+{
+	return semconv__is_server(r) ? 2 : 3;
+}
+
+const char *semconv__error_type(const struct request *r, char *buf, size_t len)
+{
+	if (request__has(r->error_type))
+		return request__str(r, r->error_type);
+	switch (r->kind) {
+	case REQ_HTTP_SERVER:
+		if (r->status >= 500) {
+			snprintf(buf, len, "%d", r->status);
+			return buf;
+		}
+		return NULL;
+	case REQ_HTTP_CLIENT:
+		if (r->status >= 400) {
+			snprintf(buf, len, "%d", r->status);
+			return buf;
+		}
+		return NULL;
+	case REQ_GRPC_SERVER:
+	case REQ_GRPC_CLIENT:
+		if (r->grpc_status > 0) {
+			snprintf(buf, len, "%d", r->grpc_status);
+			return buf;
+		}
+		return NULL;
+	case REQ_DB_CLIENT:
+		if (request__has(r->db_status))
+			return request__str(r, r->db_status);
+		return NULL;
+	default:
+		return NULL;
+	}
+}
+
+bool semconv__is_error(const struct request *r)
+{
+	char buf[16];
+	if (r->kind == REQ_GRPC_SERVER) {
+		/* RPC conventions: on the server, only codes that mean a server fault. */
+		int c = r->grpc_status;
+		if (request__has(r->error_type) && c < 0)
+			return true;
+		return c == 2 || c == 4 || c == 12 || c == 13 || c == 14 || c == 15;
+	}
+	return semconv__error_type(r, buf, sizeof(buf)) != NULL;
+}
+
+size_t semconv__span_name(const struct request *r, char *out, size_t len)
+{
+	int n;
+	switch (r->kind) {
+	case REQ_HTTP_SERVER:
+	case REQ_HTTP_CLIENT:
+		if (request__has(r->route) && r->kind == REQ_HTTP_SERVER)
+			n = snprintf(out, len, "%s %s", semconv__method(r), request__str(r, r->route));
+		else
+			n = snprintf(out, len, "%s", r->method_known ? request__str(r, r->method) : "HTTP");
+		break;
+	case REQ_GRPC_SERVER:
+	case REQ_GRPC_CLIENT:
+		n = snprintf(out, len, "%s", request__str(r, r->rpc_method));
+		break;
+	case REQ_DB_CLIENT:
+		if (request__has(r->db_operation) && request__has(r->db_collection))
+			n = snprintf(out, len, "%s %s", request__str(r, r->db_operation),
+				     request__str(r, r->db_collection));
+		else if (request__has(r->db_operation))
+			n = snprintf(out, len, "%s", request__str(r, r->db_operation));
+		else
+			n = snprintf(out, len, "%s",
+				     r->db_system == DB_REDIS ? "redis" : "query");
+		break;
+	default:
+		n = snprintf(out, len, "request");
+	}
+	return n < 0 ? 0 : (size_t)n >= len ? len - 1 : (size_t)n;
+}
+
+static void str_attr(attr_fn fn, void *ctx, const char *key, const char *s, size_t len)
+{
+	struct attr a = {.key = key, .type = ATTR_STRING, .str = s, .len = len};
+	fn(ctx, &a);
+}
+
+static void rstr_attr(attr_fn fn, void *ctx, const char *key, const struct request *r,
+		      struct rstr s)
+{
+	if (request__has(s))
+		str_attr(fn, ctx, key, request__str(r, s), s.len);
+}
+
+static void int_attr(attr_fn fn, void *ctx, const char *key, int64_t v)
+{
+	struct attr a = {.key = key, .type = ATTR_INT, .num = v};
+	fn(ctx, &a);
+}
+
+static const char *db_system_name(enum db_system s)
+{
+	switch (s) {
+	case DB_POSTGRESQL:
+		return "postgresql";
+	case DB_MYSQL:
+		return "mysql";
+	case DB_MARIADB:
+		return "mariadb";
+	case DB_REDIS:
+		return "redis";
+	case DB_OTHER_SQL:
+		return "other_sql";
+	default:
+		return "other_sql";
+	}
+}
+
+/* Host header without its port. */
+static size_t host_name(const struct request *r, const char **out)
+{
+	const char *h = request__str(r, r->host);
+	size_t n = r->host.len;
+	if (n && h[0] == '[') { /* [v6]:port */
+		const char *e = memchr(h, ']', n);
+		*out = h + 1;
+		return e ? (size_t)(e - h - 1) : n - 1;
+	}
+	const char *colon = memchr(h, ':', n);
+	*out = h;
+	return colon ? (size_t)(colon - h) : n;
+}
+
+void semconv__span_attributes(const struct request *r, const struct rastro_config *cfg,
+			      attr_fn fn, void *ctx)
+{
+	char local[INET6_ADDRSTRLEN], remote[INET6_ADDRSTRLEN], buf[16];
+	semconv__format_addr(r->tuple.local_addr, local, sizeof(local));
+	semconv__format_addr(r->tuple.remote_addr, remote, sizeof(remote));
+	const char *err = semconv__error_type(r, buf, sizeof(buf));
+	bool server = semconv__is_server(r);
+
+	if (r->kind == REQ_DB_CLIENT) {
+		str_attr(fn, ctx, "db.system.name", db_system_name(r->db_system),
+			 strlen(db_system_name(r->db_system)));
+		rstr_attr(fn, ctx, "db.operation.name", r, r->db_operation);
+		rstr_attr(fn, ctx, "db.collection.name", r, r->db_collection);
+		rstr_attr(fn, ctx, "db.namespace", r, r->db_namespace);
+		rstr_attr(fn, ctx, "db.query.text", r, r->db_query);
+		rstr_attr(fn, ctx, "db.response.status_code", r, r->db_status);
+		str_attr(fn, ctx, "server.address", remote, strlen(remote));
+		int_attr(fn, ctx, "server.port", r->tuple.remote_port);
+		if (err)
+			str_attr(fn, ctx, "error.type", err, strlen(err));
+		return;
+	}
+
+	/* HTTP and gRPC */
+	const char *method = semconv__method(r);
+	if (r->kind == REQ_GRPC_SERVER || r->kind == REQ_GRPC_CLIENT) {
+		str_attr(fn, ctx, "rpc.system.name", "grpc", 4);
+		rstr_attr(fn, ctx, "rpc.method", r, r->rpc_method);
+		if (r->grpc_status >= 0)
+			int_attr(fn, ctx, "rpc.response.status_code", r->grpc_status);
+	}
+	str_attr(fn, ctx, "http.request.method", method, strlen(method));
+	if (!r->method_known && request__has(r->method))
+		rstr_attr(fn, ctx, "http.request.method_original", r, r->method);
+	if (r->status)
+		int_attr(fn, ctx, "http.response.status_code", r->status);
+	if (server) {
+		rstr_attr(fn, ctx, "url.path", r, r->path);
+		if (request__has(r->query)) {
+			if (cfg->keep_query_values) {
+				rstr_attr(fn, ctx, "url.query", r, r->query);
+			} else {
+				char q[1024];
+				size_t n = semconv__scrub_query(request__str(r, r->query), r->query.len, q,
+								sizeof(q));
+				str_attr(fn, ctx, "url.query", q, n);
+			}
+		}
+		str_attr(fn, ctx, "url.scheme", "http", 4);
+		rstr_attr(fn, ctx, "http.route", r, r->route);
+		str_attr(fn, ctx, "client.address", remote, strlen(remote));
+		int_attr(fn, ctx, "client.port", r->tuple.remote_port);
+		const char *h;
+		size_t hn = host_name(r, &h);
+		if (hn)
+			str_attr(fn, ctx, "server.address", h, hn);
+		else
+			str_attr(fn, ctx, "server.address", local, strlen(local));
+		int_attr(fn, ctx, "server.port", r->tuple.local_port);
+	} else {
+		/* url.full: scheme://host[:port]/path[?scrubbed query] */
+		char url[1024], q[768];
+		const char *h;
+		size_t hn = host_name(r, &h);
+		size_t qn = 0;
+		if (request__has(r->query))
+			qn = cfg->keep_query_values
+				     ? (size_t)snprintf(q, sizeof(q), "%s", request__str(r, r->query))
+				     : semconv__scrub_query(request__str(r, r->query), r->query.len, q,
+							    sizeof(q));
+		int n = snprintf(url, sizeof(url), "http://%.*s:%u%s%s%.*s", hn ? (int)hn : (int)strlen(remote),
+				 hn ? h : remote, r->tuple.remote_port,
+				 request__has(r->path) ? request__str(r, r->path) : "/", qn ? "?" : "",
+				 (int)qn, q);
+		if (n > 0)
+			str_attr(fn, ctx, "url.full", url, (size_t)n < sizeof(url) ? (size_t)n : sizeof(url) - 1);
+		if (hn)
+			str_attr(fn, ctx, "server.address", h, hn);
+		else
+			str_attr(fn, ctx, "server.address", remote, strlen(remote));
+		int_attr(fn, ctx, "server.port", r->tuple.remote_port);
+		str_attr(fn, ctx, "network.peer.address", remote, strlen(remote));
+	}
+	const char *ver = r->http_version == 10 ? "1.0" : r->http_version == 20 ? "2" : "1.1";
+	str_attr(fn, ctx, "network.protocol.version", ver, strlen(ver));
+	rstr_attr(fn, ctx, "user_agent.original", r, r->user_agent);
+	if (r->has_request_body_size)
+		int_attr(fn, ctx, "http.request.body.size", (int64_t)r->request_body_bytes);
+	if (r->has_response_body_size)
+		int_attr(fn, ctx, "http.response.body.size", (int64_t)r->response_body_bytes);
+	if (err)
+		str_attr(fn, ctx, "error.type", err, strlen(err));
+}
