@@ -96,9 +96,14 @@ static void on_event(void *ctx, const void *data, size_t size)
 	}
 }
 
+/* Monotonic timestamps become Unix time with one offset, re-read only when
+ * the wall clock was stepped: records close in time keep exact differences. */
 static void refresh_clock(struct app *app)
 {
-	app->unix_offset_ns = (int64_t)now_ns(CLOCK_REALTIME) - (int64_t)now_ns(CLOCK_MONOTONIC);
+	int64_t off = (int64_t)now_ns(CLOCK_REALTIME) - (int64_t)now_ns(CLOCK_MONOTONIC);
+	int64_t drift = off - app->unix_offset_ns;
+	if (!app->unix_offset_ns || drift > 1000000 || drift < -1000000)
+		app->unix_offset_ns = off;
 }
 
 static void report_losses(struct app *app)

@@ -311,6 +311,43 @@ static int start_service(struct discovery *d, uint32_t pid, int rule, const char
 	return 0;
 }
 
+/* Traces the descendants of pid that already exist: a prefork server forks
+ * its workers right after listen(), before rastro has reacted to the listen
+ * event, so the kernel's fork hook did not see a traced parent. */
+static void trace_existing_children(struct discovery *d, uint32_t pid, struct service *s)
+{
+	uint32_t parents[64] = {pid};
+	int nparents = 1;
+	for (int depth = 0; depth < 4 && nparents; depth++) {
+		uint32_t next[64];
+		int nnext = 0;
+		DIR *proc = opendir("/proc");
+		struct dirent *de;
+		while (proc && (de = readdir(proc))) {
+			char *end;
+			unsigned long child = strtoul(de->d_name, &end, 10);
+			if (*end || !child || u64map__get(&d->pids, child))
+				continue;
+			uint32_t ppid = read_ppid((uint32_t)child);
+			for (int i = 0; i < nparents; i++) {
+				if (ppid != parents[i])
+					continue;
+				if (!trace_pid(d, (uint32_t)child, s)) {
+					log_debug("pid %u forked %lu before being traced: traced as %s",
+						  ppid, child, s->name);
+					if (nnext < 64)
+						next[nnext++] = (uint32_t)child;
+				}
+				break;
+			}
+		}
+		if (proc)
+			closedir(proc);
+		memcpy(parents, next, sizeof(uint32_t) * (size_t)nnext);
+		nparents = nnext;
+	}
+}
+
 /* Evaluates pid against the discovery entries and traces or untraces it. */
 static void evaluate(struct discovery *d, uint32_t pid, enum port_check how, uint16_t port,
 		     struct listeners *cache)
@@ -330,8 +367,9 @@ static void evaluate(struct discovery *d, uint32_t pid, enum port_check how, uin
 		capture__untrace(d->cap, pid);
 		forget_pid(d, pid);
 	}
-	if (rule >= 0)
-		start_service(d, pid, rule, exe);
+	if (rule >= 0 && !start_service(d, pid, rule, exe))
+		trace_existing_children(d, pid,
+					&d->services[(uintptr_t)u64map__get(&d->pids, pid) - 1]);
 }
 
 int discovery__scan(struct discovery *d)

@@ -1,0 +1,217 @@
+"""Shared fixtures: a running rastro with the JSON trace printer, real servers
+on loopback, free ports. Tests that need root (BPF) are skipped, never
+passed, when not root."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RASTRO = Path(os.environ.get("RASTRO_BIN", ROOT / "rastro"))
+APPS = ROOT / "tests" / "e2e" / "apps"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF programs")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0, host="127.0.0.1"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Rastro:
+    """rastro running with trace_printer=json; records are parsed from stdout."""
+
+    def __init__(self, tmp_path, config, env=None, args=(), printer="json"):
+        self.tmp_path = Path(tmp_path)
+        self.config_path = self.tmp_path / f"rastro-{id(self)}.yml"
+        self.config_path.write_text(config)
+        self.stderr_path = self.tmp_path / f"rastro-{id(self)}.err"
+        self.env = dict(os.environ)
+        # A test sees only what it configures.
+        for k in list(self.env):
+            if k.startswith(("RASTRO_", "BEYLA_", "OTEL_")):
+                del self.env[k]
+        self.env.update({"RASTRO_TRACE_PRINTER": printer, "RASTRO_PROMETHEUS_PORT": "0"})
+        self.env.update(env or {})
+        self.args = list(args)
+        self.records = []
+        self.lines = []
+        self.proc = None
+        self._lock = threading.Lock()
+
+    def start(self, wait_started=True):
+        self._stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(
+            [str(RASTRO), "--config", str(self.config_path), *self.args],
+            stdout=subprocess.PIPE, stderr=self._stderr, env=self.env, text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if wait_started:
+            wait_for(lambda: "started" in self.stderr() or self.proc.poll() is not None,
+                     timeout=20, what="rastro to start")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rastro exited {self.proc.returncode}: {self.stderr()}")
+        return self
+
+    def _read(self):
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            with self._lock:
+                self.lines.append(line)
+                if line.startswith("{"):
+                    try:
+                        self.records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass
+
+    def stderr(self):
+        try:
+            return self.stderr_path.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def wait_traced(self, pid, timeout=10.0):
+        """Waits until rastro instruments pid (directly or as a fork)."""
+        return wait_for(lambda: f"instrumenting pid {pid} " in self.stderr()
+                        or f"forked {pid}:" in self.stderr(),
+                        timeout=timeout, what=f"pid {pid} to be instrumented")
+
+    def snapshot(self, pred=None):
+        with self._lock:
+            recs = list(self.records)
+        return [r for r in recs if pred is None or pred(r)]
+
+    def wait_records(self, n, pred=None, timeout=10.0):
+        """Waits for at least n matching records; returns all matching."""
+        wait_for(lambda: len(self.snapshot(pred)) >= n, timeout=timeout,
+                 what=f"{n} records (have {len(self.snapshot(pred))})")
+        return self.snapshot(pred)
+
+    def settle(self, pred=None, quiet=1.0, timeout=15.0):
+        """Waits until no new matching record arrives for `quiet` seconds."""
+        deadline = time.time() + timeout
+        last = -1
+        while time.time() < deadline:
+            n = len(self.snapshot(pred))
+            if n == last:
+                return self.snapshot(pred)
+            last = n
+            time.sleep(quiet)
+        return self.snapshot(pred)
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self._reader.join(timeout=5)
+            self._stderr.close()
+        return self.proc.returncode if self.proc else None
+
+
+class Server:
+    """A real server process started by a test."""
+
+    def __init__(self, argv, port, cwd=None, env=None, log=None, wait=True):
+        self.port = port
+        self.log = open(log, "w") if log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        if wait:
+            try:
+                wait_port(port)
+            except TimeoutError:
+                self.stop()
+                raise
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def rastro(tmp_path):
+    """rastro(config_yaml, env=None, args=()) -> started Rastro; stopped at teardown."""
+    started = []
+
+    def make(config, env=None, args=(), printer="json", wait_started=True):
+        r = Rastro(tmp_path, config, env=env, args=args, printer=printer)
+        started.append(r)
+        return r.start(wait_started=wait_started)
+
+    yield make
+    for r in started:
+        r.stop()
+
+
+@pytest.fixture
+def servers():
+    """servers(argv, port, ...) -> Server; all stopped at teardown."""
+    running = []
+
+    def make(argv, port, **kw):
+        s = Server(argv, port, **kw)
+        running.append(s)
+        return s
+
+    yield make
+    for s in running:
+        s.stop()
+
+
+@pytest.fixture
+def perl_app(servers, tmp_path):
+    """The seed's Perl/Mojolicious app (with test routes) on a free port."""
+    port = free_port()
+    return servers(["perl", str(APPS / "app.pl"), str(port)], port, log=tmp_path / "perlapp.log")
+
+
+def config_for_ports(*ports, name="svc", namespace="test", extra=""):
+    entries = "".join(
+        f"    - open_ports: {p}\n      name: {name}\n      namespace: {namespace}\n" for p in ports)
+    return f"log_level: INFO\ndiscovery:\n  instrument:\n{entries}{extra}"

@@ -1,0 +1,76 @@
+#!/usr/bin/env perl
+# The seed's Perl/Mojolicious app, plus routes the tests need. Usage:
+#   perl app.pl PORT
+use Mojolicious::Lite;
+use Time::HiRes ();
+
+my $port = shift @ARGV || 1337;
+
+get '/' => sub {
+    my $c = shift;
+    $c->render(text => 'Hello, eBPF + Beyla + Perl!');
+};
+
+get '/products' => sub {
+    my $c = shift;
+    $c->render(json => { products => [ "book", "pen", "laptop" ] });
+};
+
+# Test additions
+get '/slow' => sub {
+    my $c = shift;
+    Time::HiRes::sleep(0.2);
+    $c->render(text => 'slow');
+};
+
+get '/status/:code' => sub {
+    my $c = shift;
+    $c->render(text => 'status ' . $c->param('code'), status => $c->param('code'));
+};
+
+get '/fail' => sub {
+    my $c = shift;
+    $c->render(text => 'boom', status => 500);
+};
+
+get '/users/:id' => sub {
+    my $c = shift;
+    $c->render(json => { id => $c->param('id') });
+};
+
+post '/echo' => sub {
+    my $c = shift;
+    $c->render(data => $c->req->body);
+};
+
+# Closes the connection without answering.
+get '/close' => sub {
+    my $c = shift;
+    Mojo::IOLoop->stream($c->tx->connection)->close;
+};
+
+# A chunked response written in several separate writes.
+get '/chunked' => sub {
+    my $c = shift;
+    my $n = $c->param('n') // 5;
+    my $i = 0;
+    my $next;
+    $next = sub {
+        if ($i++ < $n) {
+            $c->write_chunk(('x' x 100) . "\n", $next);
+        } else {
+            $c->write_chunk('');
+        }
+    };
+    $next->();
+};
+
+# A large Content-Length response: the server writes it in many pieces.
+get '/big' => sub {
+    my $c = shift;
+    my $size = $c->param('size') // 1000000;
+    $c->render(data => 'y' x $size);
+};
+
+my $listen = $ENV{APP_LISTEN} // "http://127.0.0.1:$port";
+app->start('daemon', '-l', $listen);
