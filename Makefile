@@ -20,7 +20,21 @@ SRCS := $(shell find src -name '*.c' ! -name '*.bpf.c' | sort)
 OBJS := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
 HDRS := $(shell find src -name '*.h')
 
-.PHONY: all deps test unit fuzz demo bench clean docs
+# Unit tests: every module but main.c, built with ASan + UBSan into an archive;
+# a test links what it uses and may stub the rest.
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LIB_SRCS := $(filter-out src/main.c,$(SRCS))
+SAN_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/san/%.o)
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))
+
+# Fuzz targets (libFuzzer): clang, parsers and config only.
+FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+	       -std=gnu11 -D_GNU_SOURCE -Isrc -Isrc/bpf -I$(BUILD) -I$(BUILD)/gen -Wall -Werror \
+	       -Wno-unused-parameter
+FUZZ_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/fuzzobj/%.o)
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+.PHONY: all deps test unit unit-bins fuzz-bins demo bench clean docs
 
 all: rastro
 
@@ -48,6 +62,32 @@ $(BUILD)/obj/%.o: src/%.c $(HDRS) $(BUILD)/rastro.skel.h | $(BUILD)/.deps-ok
 
 rastro: $(OBJS)
 	$(CC) $(CFLAGS) $(OBJS) -o $@ $(LDLIBS)
+
+$(BUILD)/san/%.o: src/%.c $(HDRS) $(BUILD)/rastro.skel.h | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
+
+$(BUILD)/librastro-san.a: $(SAN_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/unit/%: tests/unit/%.c tests/unit/check.h $(BUILD)/librastro-san.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -Itests/unit $< -o $@ $(BUILD)/librastro-san.a $(LDLIBS)
+
+unit-bins: $(UNIT_TESTS)
+
+$(BUILD)/fuzzobj/%.o: src/%.c $(HDRS) $(BUILD)/rastro.skel.h | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(BUILD)/librastro-fuzz.a: $(FUZZ_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/librastro-fuzz.a
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< -o $@ $(BUILD)/librastro-fuzz.a $(LDLIBS)
+
+fuzz-bins: $(FUZZ_TARGETS)
 
 test: rastro
 	scripts/test.sh

@@ -8,7 +8,7 @@ set -euo pipefail
 BUILD_PKGS=(make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev libyaml-dev
 	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libmicrohttpd-dev pkg-config)
 TEST_PKGS=(python3 python3-pytest python3-yaml libmojolicious-perl nginx-light wrk curl
-	prometheus nodejs npm libcap2-bin iproute2 libclang-rt-14-dev)
+	prometheus libcap2-bin iproute2 libclang-rt-14-dev)
 
 what=${1:-build}
 mode=${2:-}
@@ -23,8 +23,17 @@ missing() {
 
 pkgs=("${BUILD_PKGS[@]}")
 [ "$what" = test ] && pkgs+=("${TEST_PKGS[@]}")
+# Node.js may come from elsewhere (NodeSource ships npm inside nodejs, which
+# conflicts with Debian's npm package): only ask Debian when it is missing.
+if [ "$what" = test ] && ! command -v npm >/dev/null 2>&1; then
+	pkgs+=(nodejs npm)
+fi
 need=$(missing "${pkgs[@]}")
 [ -z "$need" ] && exit 0
+if [ "$mode" = --check-only ]; then
+	echo "rastro: missing Debian packages: $need" >&2
+	exit 1
+fi
 if [ "$mode" = --check-or-install ] || [ "$mode" = "" ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "rastro: missing Debian packages: $need" >&2

@@ -804,8 +804,9 @@ static void load_rules(struct loader *ld, const char *key, yaml_node_t *n)
 			yaml_node_t *kn = yaml_document_get_node(&ld->doc, p->key);
 			yaml_node_t *vn = yaml_document_get_node(&ld->doc, p->value);
 			const char *k = scalar(kn);
-			char full[256];
-			snprintf(full, sizeof(full), "%s[].%s", key, k ? k : "?");
+			char full[512];
+			if (snprintf(full, sizeof(full), "%s[].%s", key, k ? k : "?") < 0)
+				continue;
 			const struct setting *st = NULL;
 			for (size_t i = 0; k && i < N_RULE_SETTINGS; i++)
 				if (!strcmp(rule_settings[i].key, k))
@@ -855,7 +856,8 @@ static void load_mapping(struct loader *ld, yaml_node_t *map, const char *prefix
 			invalid(ld, prefix[0] ? prefix : "(top level)", kn, "plain keys");
 			continue;
 		}
-		snprintf(key, sizeof(key), "%s%s%s", prefix, prefix[0] ? "." : "", k);
+		if (snprintf(key, sizeof(key), "%s%s%s", prefix, prefix[0] ? "." : "", k) < 0)
+			continue;
 		const struct setting *st = find_setting(key);
 		if (st) {
 			ld->cfg->raw.set[st - settings] = true;

@@ -9,6 +9,7 @@
 
 /* Chunks without a recognised protocol before a connection is ignored. */
 #define MAX_DETECT_ATTEMPTS 8
+#define STASH_MAX 48
 
 static const struct proto_ops *const protocols[] = {
 	&http1_proto,
@@ -27,6 +28,12 @@ struct conn {
 	const struct proto_ops *proto;
 	void *state;
 	uint64_t last_ns;
+	/* A first chunk too short to tell the protocol ("GE"), kept to be read
+	 * again together with the next one. */
+	uint8_t stash_len, stash_dir;
+	uint32_t stash_tid, stash_seq;
+	uint64_t stash_ts;
+	char stash[STASH_MAX];
 	struct conn *lru_prev, *lru_next; /* least recently active first */
 	struct conntrack *ct;
 };
@@ -136,7 +143,7 @@ static struct conn *conn_create(struct conntrack *ct, const struct rastro_data_e
 	return c;
 }
 
-static void detect(struct conn *c, const struct chunk *ch)
+static enum proto_verdict detect_one(struct conn *c, const struct chunk *ch)
 {
 	bool maybe = false;
 	for (size_t i = 0; i < sizeof(protocols) / sizeof(protocols[0]); i++) {
@@ -145,13 +152,56 @@ static void detect(struct conn *c, const struct chunk *ch)
 			c->state = protocols[i]->open(c, ch);
 			if (c->state)
 				c->proto = protocols[i];
-			return;
+			return c->state ? PROTO_YES : PROTO_NO;
 		}
 		maybe |= v == PROTO_MAYBE;
 	}
-	/* The first bytes of a connection seen mid-stream can be anything: keep
-	 * looking for a message start for a while. */
-	if (!maybe && ++c->detect_attempts >= MAX_DETECT_ATTEMPTS)
+	return maybe ? PROTO_MAYBE : PROTO_NO;
+}
+
+/* Finds the protocol of a connection from its first chunks and feeds them.
+ * The first bytes of a connection seen mid-stream can be anything: keep
+ * looking for a message start for a while. */
+static void detect(struct conn *c, struct chunk *ch)
+{
+	struct chunk stashed = {0};
+	char joined[STASH_MAX + 256];
+	struct chunk view = *ch;
+	bool have_stash = c->stash_len && c->stash_dir == ch->dir &&
+			  c->stash_seq + c->stash_len == ch->seq && !ch->gap;
+	if (have_stash) {
+		stashed = (struct chunk){.dir = c->stash_dir, .ts = c->stash_ts, .tid = c->stash_tid,
+					 .seq = c->stash_seq, .data = c->stash,
+					 .captured = c->stash_len, .bytes = c->stash_len};
+		size_t extra = ch->captured < sizeof(joined) - c->stash_len
+				       ? ch->captured
+				       : sizeof(joined) - c->stash_len;
+		memcpy(joined, c->stash, c->stash_len);
+		memcpy(joined + c->stash_len, ch->data, extra);
+		view = stashed;
+		view.data = joined;
+		view.captured = (uint32_t)(c->stash_len + extra);
+		view.bytes = view.captured;
+	}
+	c->stash_len = 0;
+	enum proto_verdict v = detect_one(c, &view);
+	if (v == PROTO_YES) {
+		if (have_stash)
+			c->proto->data(c->state, c, &stashed);
+		ch->gap = false;
+		c->proto->data(c->state, c, ch);
+		return;
+	}
+	if (v == PROTO_MAYBE && view.captured == view.bytes && view.captured <= STASH_MAX) {
+		memcpy(c->stash, view.data, view.captured);
+		c->stash_len = (uint8_t)view.captured;
+		c->stash_dir = view.dir;
+		c->stash_ts = view.ts;
+		c->stash_tid = view.tid;
+		c->stash_seq = view.seq;
+		return;
+	}
+	if (++c->detect_attempts >= MAX_DETECT_ATTEMPTS)
 		c->opaque = true;
 }
 
@@ -195,13 +245,10 @@ void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev
 
 	if (c->opaque)
 		return;
-	if (!c->proto) {
+	if (!c->proto)
 		detect(c, &ch);
-		if (!c->proto)
-			return;
-		ch.gap = false;
-	}
-	c->proto->data(c->state, c, &ch);
+	else
+		c->proto->data(c->state, c, &ch);
 }
 
 void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev)

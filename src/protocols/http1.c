@@ -275,6 +275,8 @@ int http1__parse_request_line_prefix(const char *buf, size_t len, struct http1_h
 int http1__parse_request_head(const char *buf, size_t len, struct http1_head *out)
 {
 	memset(out, 0, sizeof(*out));
+	if (!len)
+		return HTTP1_NEED_MORE;
 	long e = line_end(buf, len, 0);
 	if (e < 0) {
 		/* Fail fast on bytes that cannot start a request. */
@@ -307,6 +309,8 @@ int http1__parse_request_head(const char *buf, size_t len, struct http1_head *ou
 int http1__parse_response_head(const char *buf, size_t len, struct http1_head *out)
 {
 	memset(out, 0, sizeof(*out));
+	if (!len)
+		return HTTP1_NEED_MORE;
 	long e = line_end(buf, len, 0);
 	if (e < 0) {
 		if (!http1__looks_like_response(buf, len) || len > 64 * 1024)

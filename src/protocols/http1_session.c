@@ -578,15 +578,24 @@ static void on_flip(struct http1_session *s, bool now_req)
 }
 
 /* Bytes were lost before this chunk: whatever was in flight is unreliable. */
-static void on_gap(struct http1_session *s, bool is_req)
+static void on_gap(struct http1_session *s, bool is_req, const struct chunk *ch)
 {
 	struct dir_state *d = is_req ? &s->req : &s->resp;
 	drop_buffer(d);
 	if (!is_req) {
-		/* Responses were lost: the pending requests can no longer be paired. */
+		/* Responses were lost: they answered the older pending requests, which
+		 * are dropped and counted. The newest request is kept for the response
+		 * that follows (without pipelining, the usual case, that is right). */
 		uint64_t n = 0;
-		struct pending *p;
-		while ((p = fifo_pop(s))) {
+		while (s->head && s->head != s->tail) {
+			struct pending *p = fifo_pop(s);
+			if (!p->orphan)
+				n++;
+			if (p != &s->orphan)
+				pending_free(p);
+		}
+		if (s->head && s->head->has_response) {
+			struct pending *p = fifo_pop(s);
 			if (!p->orphan)
 				n++;
 			if (p != &s->orphan)
@@ -595,7 +604,10 @@ static void on_gap(struct http1_session *s, bool is_req)
 		if (n)
 			conn__count(s->conn, CONN_LOST_EVENTS, n);
 	}
-	d->st = S_DESYNC;
+	/* Resume at once if this chunk starts a message, else at the next turn. */
+	bool starts = is_req ? http1__looks_like_request(ch->data, ch->captured)
+			     : http1__looks_like_response(ch->data, ch->captured);
+	d->st = starts && ch->captured ? S_IDLE : S_DESYNC;
 }
 
 static void http1_data(void *state, struct conn *c, const struct chunk *ch)
@@ -609,7 +621,7 @@ static void http1_data(void *state, struct conn *c, const struct chunk *ch)
 		on_flip(s, is_req);
 	s->last_dir = ch->dir;
 	if (ch->gap)
-		on_gap(s, is_req);
+		on_gap(s, is_req, ch);
 	struct dir_state *d = is_req ? &s->req : &s->resp;
 	feed(s, is_req, ch, ch->data, ch->captured);
 	if (ch->bytes > ch->captured && !s->upgraded) {

@@ -1,0 +1,363 @@
+/* HTTP/1.x parser and session: every input split at every byte boundary. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "config/config.h"
+#include "discover/discover.h"
+#include "protocols/conntrack.h"
+#include "protocols/http1.h"
+#include "request.h"
+
+/* ---- stubs for the connection tracker's view of discovery */
+
+static struct service test_service = {.id = 1, .refs = 1, .name = "svc"};
+
+struct service *discovery__service(struct discovery *d, uint32_t id)
+{
+	(void)d;
+	return id == 1 ? &test_service : NULL;
+}
+void service__ref(struct service *s)
+{
+	s->refs++;
+}
+void service__unref(struct service *s)
+{
+	if (s)
+		s->refs--;
+}
+
+/* ---- collected records */
+
+#define MAX_RECS 32
+struct rec {
+	char method[16], path[600], query[128], ua[64], err[32];
+	int status;
+	uint64_t start, end, req_body, resp_body;
+	bool has_req_body;
+};
+static struct rec recs[MAX_RECS];
+static int nrecs;
+
+static void sink(void *ctx, struct request *r)
+{
+	(void)ctx;
+	if (nrecs == MAX_RECS)
+		return;
+	struct rec *o = &recs[nrecs++];
+	memset(o, 0, sizeof(*o));
+	snprintf(o->method, sizeof(o->method), "%s", request__str(r, r->method));
+	snprintf(o->path, sizeof(o->path), "%s", request__str(r, r->path));
+	snprintf(o->query, sizeof(o->query), "%s", request__str(r, r->query));
+	snprintf(o->ua, sizeof(o->ua), "%s", request__str(r, r->user_agent));
+	snprintf(o->err, sizeof(o->err), "%s", request__str(r, r->error_type));
+	o->status = r->status;
+	o->start = r->start_ns;
+	o->end = r->end_ns;
+	o->req_body = r->request_body_bytes;
+	o->resp_body = r->response_body_bytes;
+	o->has_req_body = r->has_request_body_size;
+}
+
+static struct rastro_config cfg;
+
+/* Feeds an event of `bytes` bytes of which the first `captured` are given. */
+static void event(struct conntrack *ct, uint64_t conn, int dir, uint64_t ts, uint32_t *seq,
+		  const char *data, uint32_t captured, uint32_t bytes)
+{
+	static char buf[sizeof(struct rastro_data_event) + 70000];
+	struct rastro_data_event *ev = (void *)buf;
+	memset(ev, 0, sizeof(*ev));
+	ev->hdr.type = RASTRO_EV_DATA;
+	ev->hdr.tgid = 42;
+	ev->hdr.ts_ns = ts;
+	ev->tid = 42;
+	ev->service_id = 1;
+	ev->conn_id = conn;
+	ev->bytes = bytes;
+	ev->captured = captured;
+	ev->seq = seq[dir];
+	ev->direction = (uint8_t)dir;
+	seq[dir] += bytes;
+	memcpy(buf + sizeof(*ev), data, captured);
+	conntrack__on_data(ct, ev, buf + sizeof(*ev));
+}
+
+static void close_conn(struct conntrack *ct, uint64_t conn, uint64_t ts)
+{
+	struct rastro_close_event ev = {.hdr = {.type = RASTRO_EV_CLOSE, .ts_ns = ts},
+					.conn_id = conn};
+	conntrack__on_close(ct, &ev);
+}
+
+#define IN RASTRO_DIR_INGRESS
+#define OUT RASTRO_DIR_EGRESS
+
+/* ---- pure parser */
+
+static void test_request_head_every_prefix(void)
+{
+	const char *req = "POST /a/b?x=1&y=2 HTTP/1.1\r\nHost: example.com:8080\r\n"
+			  "User-Agent: curl/8\r\nContent-Length: 12\r\n"
+			  "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"
+			  "hello world!";
+	size_t head_len = strstr(req, "\r\n\r\n") - req + 4;
+	struct http1_head h;
+	for (size_t k = 0; k < head_len; k++)
+		CHECK_INT(http1__parse_request_head(req, k, &h), HTTP1_NEED_MORE);
+	CHECK_INT(http1__parse_request_head(req, strlen(req), &h), (int)head_len);
+	CHECK_MEM(h.method.p, h.method.len, "POST");
+	CHECK_MEM(h.target.p, h.target.len, "/a/b?x=1&y=2");
+	CHECK_MEM(h.host.p, h.host.len, "example.com:8080");
+	CHECK_MEM(h.user_agent.p, h.user_agent.len, "curl/8");
+	CHECK_MEM(h.traceparent.p, h.traceparent.len,
+		  "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+	CHECK_INT(h.content_length, 12);
+	CHECK_INT(h.version, 11);
+}
+
+static void test_response_heads(void)
+{
+	struct http1_head h;
+	const char *r1 = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+	CHECK_INT(http1__parse_response_head(r1, strlen(r1), &h), (int)strlen(r1));
+	CHECK_INT(h.status, 200);
+	CHECK(h.chunked);
+	const char *r2 = "HTTP/1.0 404\r\n\r\n"; /* no reason phrase */
+	CHECK_INT(http1__parse_response_head(r2, strlen(r2), &h), (int)strlen(r2));
+	CHECK_INT(h.status, 404);
+	CHECK_INT(h.version, 10);
+	const char *bad[] = {"HTTP/1.1 20 OK\r\n\r\n", "HTTP/2.0 200 OK\r\n\r\n",
+			     "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+			     "HTTP/1.1 200 OK\r\nbad header\r\n\r\n"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_INT(http1__parse_response_head(bad[i], strlen(bad[i]), &h), HTTP1_ERROR);
+	/* Not HTTP at all fails fast, without waiting for a line end. */
+	CHECK_INT(http1__parse_request_head("\x16\x03\x01\x02", 4, &h), HTTP1_ERROR);
+	CHECK_INT(http1__parse_request_head("GET /x HTTP/1.1", 15, &h), HTTP1_NEED_MORE);
+	CHECK(!http1__looks_like_request("PING\r\n", 6));
+	CHECK(http1__looks_like_request("DELETE /x", 9));
+	CHECK(http1__looks_like_response("HTTP/1.1 2", 10));
+	CHECK(http1__method_known("PATCH", 5));
+	CHECK(!http1__method_known("PURGE", 5));
+	CHECK(http1__response_has_no_body("HEAD", 4, 200));
+	CHECK(http1__response_has_no_body("GET", 3, 304));
+	CHECK(!http1__response_has_no_body("GET", 3, 200));
+}
+
+static void test_chunked_every_split(void)
+{
+	const char *body = "5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+	size_t total = strlen(body), msg = total - 4;
+	for (size_t k = 0; k <= msg; k++) {
+		struct http1_chunked c;
+		bool done;
+		http1__chunked_init(&c);
+		int64_t a = http1__chunked_feed(&c, body, k, &done);
+		CHECK_INT(a, (int64_t)k);
+		CHECK(!done || k == msg);
+		int64_t b = http1__chunked_feed(&c, body + k, total - k, &done);
+		CHECK(done);
+		CHECK_INT(a + b, (int64_t)msg);
+		CHECK_INT(c.payload, 31);
+	}
+	/* byte by byte */
+	struct http1_chunked c;
+	bool done = false;
+	http1__chunked_init(&c);
+	size_t i = 0;
+	for (; i < total && !done; i++)
+		CHECK_INT(http1__chunked_feed(&c, body + i, 1, &done), 1);
+	CHECK_INT(i, msg);
+	/* skipping unseen bytes inside chunk data */
+	http1__chunked_init(&c);
+	CHECK_INT(http1__chunked_feed(&c, "10\r\n0123", 8, &done), 8);
+	CHECK(http1__chunked_skip(&c, 12));
+	CHECK(!http1__chunked_skip(&c, 1)); /* CRLF is not data */
+	CHECK_INT(http1__chunked_feed(&c, "\r\n0\r\n\r\n", 7, &done), 7);
+	CHECK(done);
+	CHECK_INT(c.payload, 16);
+	http1__chunked_init(&c);
+	CHECK_INT(http1__chunked_feed(&c, "zz\r\n", 4, &done), HTTP1_ERROR);
+}
+
+/* ---- session through the connection tracker */
+
+static struct conntrack *new_ct(void)
+{
+	nrecs = 0;
+	return conntrack__new(&cfg, NULL, sink, NULL);
+}
+
+static void test_request_response_every_split(void)
+{
+	const char *req = "GET /items?id=7 HTTP/1.1\r\nHost: h\r\nUser-Agent: ua\r\n\r\n";
+	const char *resp = "HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nabcde";
+	size_t rl = strlen(req), pl = strlen(resp);
+	for (size_t k = 1; k < rl; k++) {
+		for (size_t j = 1; j < pl; j += (k % 7) + 1) {
+			struct conntrack *ct = new_ct();
+			uint32_t seq[2] = {1000, 5000};
+			event(ct, 1, IN, 100, seq, req, (uint32_t)k, (uint32_t)k);
+			event(ct, 1, IN, 200, seq, req + k, (uint32_t)(rl - k), (uint32_t)(rl - k));
+			event(ct, 1, OUT, 300, seq, resp, (uint32_t)j, (uint32_t)j);
+			CHECK_INT(nrecs, 0);
+			event(ct, 1, OUT, 400, seq, resp + j, (uint32_t)(pl - j), (uint32_t)(pl - j));
+			CHECK_INT(nrecs, 1);
+			if (nrecs == 1) {
+				CHECK_STR(recs[0].method, "GET");
+				CHECK_STR(recs[0].path, "/items");
+				CHECK_STR(recs[0].query, "id=7");
+				CHECK_STR(recs[0].ua, "ua");
+				CHECK_INT(recs[0].status, 201);
+				CHECK_INT(recs[0].start, 100);
+				CHECK_INT(recs[0].end, 400);
+				CHECK_INT(recs[0].resp_body, 5);
+			}
+			conntrack__free(ct);
+		}
+	}
+}
+
+static void test_pipelined_in_one_read(void)
+{
+	struct conntrack *ct = new_ct();
+	uint32_t seq[2] = {1, 1};
+	const char *reqs = "GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz"
+			   "HEAD /c HTTP/1.1\r\n\r\n";
+	event(ct, 7, IN, 10, seq, reqs, (uint32_t)strlen(reqs), (uint32_t)strlen(reqs));
+	const char *r1 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	const char *r2 = "HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbad\r\n0\r\n\r\n";
+	const char *r3 = "HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n"; /* HEAD: no body */
+	event(ct, 7, OUT, 20, seq, r1, (uint32_t)strlen(r1), (uint32_t)strlen(r1));
+	event(ct, 7, OUT, 30, seq, r2, (uint32_t)strlen(r2), (uint32_t)strlen(r2));
+	event(ct, 7, OUT, 40, seq, r3, (uint32_t)strlen(r3), (uint32_t)strlen(r3));
+	CHECK_INT(nrecs, 3);
+	CHECK_STR(recs[0].path, "/a");
+	CHECK_INT(recs[0].end, 20);
+	CHECK_STR(recs[1].path, "/b");
+	CHECK_INT(recs[1].status, 500);
+	CHECK_INT(recs[1].req_body, 3);
+	CHECK_INT(recs[1].resp_body, 3);
+	CHECK_INT(recs[1].end, 30);
+	CHECK_STR(recs[2].method, "HEAD");
+	CHECK_INT(recs[2].resp_body, 0);
+	CHECK_INT(recs[2].end, 40);
+	CHECK(recs[0].start == 10 && recs[1].start == 10 && recs[2].start == 10);
+	conntrack__free(ct);
+}
+
+static void test_client_role_and_interim(void)
+{
+	struct conntrack *ct = new_ct();
+	uint32_t seq[2] = {1, 1};
+	const char *req = "PUT /up HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
+	event(ct, 8, OUT, 10, seq, req, (uint32_t)strlen(req), (uint32_t)strlen(req));
+	event(ct, 8, IN, 20, seq, "HTTP/1.1 100 Continue\r\n\r\n", 25, 25);
+	event(ct, 8, OUT, 30, seq, "data", 4, 4);
+	const char *resp = "HTTP/1.1 204 No Content\r\n\r\n";
+	event(ct, 8, IN, 40, seq, resp, (uint32_t)strlen(resp), (uint32_t)strlen(resp));
+	CHECK_INT(nrecs, 1);
+	CHECK_INT(recs[0].status, 204);
+	CHECK_INT(recs[0].req_body, 4);
+	CHECK_INT(recs[0].start, 10);
+	CHECK_INT(recs[0].end, 40);
+	conntrack__free(ct);
+}
+
+static void test_uncaptured_bytes(void)
+{
+	/* A 100000-byte body of which the kernel copied only the first 4096
+	 * bytes of each write. */
+	struct conntrack *ct = new_ct();
+	uint32_t seq[2] = {1, 1};
+	static char big[4096];
+	const char *req = "GET /big HTTP/1.1\r\n\r\n";
+	event(ct, 9, IN, 10, seq, req, (uint32_t)strlen(req), (uint32_t)strlen(req));
+	const char *head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+	size_t hl = strlen(head);
+	memcpy(big, head, hl);
+	memset(big + hl, 'b', sizeof(big) - hl);
+	uint32_t left = 100000 + (uint32_t)hl, first = 60000;
+	event(ct, 9, OUT, 20, seq, big, 4096, first);
+	left -= first;
+	memset(big, 'b', sizeof(big));
+	event(ct, 9, OUT, 30, seq, big, 4096, left);
+	CHECK_INT(nrecs, 1);
+	CHECK_INT(recs[0].resp_body, 100000);
+	CHECK_INT(recs[0].end, 30);
+
+	/* A chunked body whose terminator lies in uncaptured bytes ends when the
+	 * client speaks again, at the time of the last response write. */
+	event(ct, 9, IN, 40, seq, req, (uint32_t)strlen(req), (uint32_t)strlen(req));
+	const char *ch = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2000\r\n";
+	size_t cl = strlen(ch);
+	memcpy(big, ch, cl);
+	event(ct, 9, OUT, 50, seq, big, 4096, (uint32_t)(cl + 0x2000 + 2 + 0x1000 + 4));
+	CHECK_INT(nrecs, 1);
+	event(ct, 9, IN, 60, seq, req, (uint32_t)strlen(req), (uint32_t)strlen(req));
+	CHECK_INT(nrecs, 2);
+	CHECK_INT(recs[1].end, 50);
+	CHECK_INT(recs[1].status, 200);
+	conntrack__free(ct);
+}
+
+static void test_close_without_response_and_gap(void)
+{
+	struct conntrack *ct = new_ct();
+	uint32_t seq[2] = {1, 1};
+	const char *req = "GET /gone HTTP/1.1\r\n\r\n";
+	event(ct, 10, IN, 10, seq, req, (uint32_t)strlen(req), (uint32_t)strlen(req));
+	close_conn(ct, 10, 99);
+	CHECK_INT(nrecs, 1);
+	CHECK_INT(recs[0].status, 0);
+	CHECK_STR(recs[0].err, "no_response");
+	CHECK_INT(recs[0].end, 99);
+
+	/* Lost events: a response write was never delivered, so the response
+	 * sequence numbers jump. The request it answered is dropped and counted;
+	 * the next exchange is reported normally. */
+	const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+	size_t rl = strlen(req), pl = strlen(resp);
+	event(ct, 11, IN, 10, seq, req, (uint32_t)rl, (uint32_t)rl);
+	event(ct, 11, OUT, 20, seq, resp, (uint32_t)pl, (uint32_t)pl);
+	event(ct, 11, IN, 30, seq, req, (uint32_t)rl, (uint32_t)rl);
+	seq[OUT] += (uint32_t)pl; /* its response was lost */
+	event(ct, 11, IN, 50, seq, req, (uint32_t)rl, (uint32_t)rl);
+	event(ct, 11, OUT, 60, seq, resp, (uint32_t)pl, (uint32_t)pl);
+	CHECK_INT(nrecs, 3);
+	CHECK_INT(recs[1].start, 10);
+	CHECK_INT(recs[2].start, 50);
+	CHECK_INT(recs[2].status, 200);
+	struct conntrack_stats st;
+	conntrack__stats(ct, &st);
+	CHECK_INT(st.counters[CONN_LOST_EVENTS], 1);
+	conntrack__free(ct);
+}
+
+static void test_not_http_is_ignored(void)
+{
+	struct conntrack *ct = new_ct();
+	uint32_t seq[2] = {1, 1};
+	for (int i = 0; i < 20; i++)
+		event(ct, 12, i & 1, 10, seq, "\x16\x03\x01\x00\x05hello", 10, 10);
+	CHECK_INT(nrecs, 0);
+	conntrack__free(ct);
+}
+
+int main(void)
+{
+	cfg.max_path_length = 512;
+	cfg.max_pending_requests = 64;
+	test_request_head_every_prefix();
+	test_response_heads();
+	test_chunked_every_split();
+	test_request_response_every_split();
+	test_pipelined_in_one_read();
+	test_client_role_and_interim();
+	test_uncaptured_bytes();
+	test_close_without_response_and_gap();
+	test_not_http_is_ignored();
+	return check_done("test_http1");
+}
