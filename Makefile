@@ -36,7 +36,10 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/
 
 .PHONY: all deps test unit unit-bins fuzz-bins demo bench clean docs
 
-all: rastro
+# OUT: where the agent binary goes (parallel builds use BUILD=... OUT=...).
+OUT ?= rastro
+
+all: $(OUT)
 
 deps:
 	@scripts/install-deps.sh build
@@ -60,7 +63,7 @@ $(BUILD)/obj/%.o: src/%.c $(HDRS) $(BUILD)/rastro.skel.h | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-rastro: $(OBJS)
+$(OUT): $(OBJS)
 	$(CC) $(CFLAGS) $(OBJS) -o $@ $(LDLIBS)
 
 $(BUILD)/san/%.o: src/%.c $(HDRS) $(BUILD)/rastro.skel.h | $(BUILD)/.deps-ok
@@ -89,7 +92,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/librastro-fuzz.a
 
 fuzz-bins: $(FUZZ_TARGETS)
 
-test: rastro
+test: $(OUT)
 	scripts/test.sh
 
 unit:
@@ -98,11 +101,11 @@ unit:
 demo:
 	scripts/demo.sh
 
-bench: rastro
+bench: $(OUT)
 	bench/run.sh
 
-docs: rastro
+docs: $(OUT)
 	scripts/gen-docs.sh
 
 clean:
-	rm -rf $(BUILD) rastro
+	rm -rf $(BUILD) $(OUT)

@@ -8,7 +8,10 @@ set -euo pipefail
 BUILD_PKGS=(make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev libyaml-dev
 	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libmicrohttpd-dev pkg-config)
 TEST_PKGS=(python3 python3-pytest python3-yaml libmojolicious-perl nginx-light wrk curl
-	prometheus libcap2-bin iproute2 libclang-rt-14-dev)
+	prometheus libcap2-bin iproute2 libclang-rt-14-dev
+	postgresql mariadb-server mariadb-client redis-server redis-tools libdbd-pg-perl
+	libdbd-mariadb-perl libdbd-mysql-perl libredis-perl python3-psycopg2 python3-redis
+	python3-grpcio python3-grpc-tools nghttp2-server nghttp2-client valgrind)
 
 what=${1:-build}
 mode=${2:-}

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / os.environ.get("RASTRO_BUILD", "build")
 UNIT = sorted(p.stem for p in (ROOT / "tests" / "unit").glob("test_*.c"))
 FUZZ = sorted(p.stem for p in (ROOT / "tests" / "fuzz").glob("fuzz_*.c"))
 
 
 @pytest.mark.parametrize("name", UNIT)
 def test_unit(name):
-    binary = ROOT / "build" / "unit" / name
+    binary = BUILD / "unit" / name
     assert binary.exists(), f"{binary} was not built (make unit-bins)"
     r = subprocess.run([str(binary)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -22,7 +23,7 @@ def test_unit(name):
 
 @pytest.mark.parametrize("name", FUZZ)
 def test_fuzz(name, tmp_path):
-    binary = ROOT / "build" / "fuzz" / name
+    binary = BUILD / "fuzz" / name
     assert binary.exists(), f"{binary} was not built (make fuzz-bins)"
     corpus = tmp_path / "corpus"
     seeds = ROOT / "tests" / "fuzz" / "corpus" / name
