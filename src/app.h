@@ -7,7 +7,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "bpf/rastro.h"
 #include "config/config.h"
+#include "export/otlp_client.h"
+#include "protocols/conntrack.h"
 #include "request.h"
 
 struct loop;
@@ -18,7 +21,8 @@ struct routes;
 struct metrics;
 struct prometheus;
 struct traces;
-struct otlp_client;
+struct otlp_traces;
+struct otlp_metrics;
 
 struct app {
 	struct rastro_config cfg;
@@ -34,8 +38,24 @@ struct app {
 	struct metrics *metrics;
 	struct prometheus *prom;
 	struct traces *traces;
-	struct otlp_client *otlp_metrics;
-	struct otlp_client *otlp_traces;
+	struct otlp_client *metrics_client; /* NULL: no OTLP metrics endpoint */
+	struct otlp_client *traces_client;  /* NULL: no OTLP traces endpoint */
+	struct otlp_traces *span_export;
+	struct otlp_metrics *metrics_export;
+};
+
+/* rastro's view of itself, for the rastro_* self-metrics and logs. */
+struct self_stats {
+	uint64_t kernel[RASTRO_STAT__COUNT]; /* loss causes and data events, summed per CPU */
+	struct conntrack_stats conns;        /* requests, parser losses, open connections */
+	uint32_t traced_processes;
+	uint64_t bpf_map_bytes;
+	bool has_metrics_client, has_traces_client;
+	struct otlp_client_stats metrics_client, traces_client;
+	uint64_t spans_queued;          /* waiting for a batch */
+	uint64_t spans_dropped_queue;   /* otel_traces_export.max_queue_size exceeded */
+	uint64_t spans_sampled_out;     /* not exported by the sampler's decision */
+	uint64_t spans_exported;        /* handed to the OTLP client */
 };
 
 /* Creates the stages after the kernel side is up; -1 on a fatal error
@@ -51,5 +71,9 @@ bool app__route(struct app *app, struct request *r);
 void app__trace(struct app *app, struct request *r);
 /* Adds r to the RED metrics. */
 void app__measure(struct app *app, struct request *r);
+/* Queues r's span for OTLP export (sampled records only). */
+void app__export_span(struct app *app, const struct request *r);
+/* Gathers the self-metrics' sources. */
+void app__self_stats(struct app *app, struct self_stats *out);
 
 #endif

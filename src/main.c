@@ -54,6 +54,8 @@ static void on_request(void *ctx, struct request *r)
 		fflush(stdout);
 	}
 	app__measure(app, r);
+	if (r->sampled)
+		app__export_span(app, r);
 }
 
 static void on_event(void *ctx, const void *data, size_t size)
