@@ -41,6 +41,12 @@ static void traces_stop(struct app *app)
 	(void)app;
 }
 
+void app__trace_start(struct app *app, struct request *r)
+{
+	(void)app;
+	(void)r;
+}
+
 void app__trace(struct app *app, struct request *r)
 {
 	(void)app;

@@ -67,7 +67,9 @@ void app__stop_stages(struct app *app);
 /* Sets r->route; false when the request matches routes.ignored_patterns and
  * must not be reported at all. */
 bool app__route(struct app *app, struct request *r);
-/* Gives r its trace context (ids, parent, sampling) and queues its span. */
+/* A request began: span id and parent. */
+void app__trace_start(struct app *app, struct request *r);
+/* A request finished: trace id, parent and sampling are final. */
 void app__trace(struct app *app, struct request *r);
 /* Adds r to the RED metrics. */
 void app__measure(struct app *app, struct request *r);

@@ -42,6 +42,14 @@ static void refresh_clock(struct app *app)
 		app->unix_offset_ns = off;
 }
 
+/* A request began: it gets its trace context now, so that the requests it
+ * causes (in this process or, through the connection, in another) can name
+ * it as their parent. */
+static void on_request_start(void *ctx, struct request *r)
+{
+	app__trace_start(ctx, r);
+}
+
 /* Every record a parser finishes passes here, in order. */
 static void on_request(void *ctx, struct request *r)
 {
@@ -169,7 +177,7 @@ static int start(struct app *app)
 		return err;
 	if (discovery__open(&app->disc, &app->cfg, app->cap))
 		return error("out of memory");
-	app->ct = conntrack__new(&app->cfg, app->disc, on_request, app);
+	app->ct = conntrack__new(&app->cfg, app->disc, on_request_start, on_request, app);
 	if (!app->ct)
 		return error("out of memory");
 	if (app__start_stages(app))

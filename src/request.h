@@ -81,6 +81,8 @@ struct request {
 	/* Outcome */
 	struct rstr error_type;    /* error.type when the operation failed */
 
+	bool started;  /* conn__start ran */
+
 	/* Trace context, filled by the traces stage */
 	uint8_t trace_id[16];
 	uint8_t span_id[8];

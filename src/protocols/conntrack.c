@@ -41,6 +41,7 @@ struct conn {
 struct conntrack {
 	const struct rastro_config *cfg;
 	struct discovery *disc;
+	request_sink_fn start;
 	request_sink_fn sink;
 	void *sink_ctx;
 	struct u64map conns;
@@ -75,12 +76,22 @@ void conn__count(struct conn *c, enum conn_counter which, uint64_t n)
 	c->ct->stats.counters[which] += n;
 }
 
-void conn__emit(struct conn *c, struct request *r)
+void conn__start(struct conn *c, struct request *r)
 {
+	if (r->started)
+		return;
+	r->started = true;
 	r->service = c->service;
 	r->pid = c->tgid;
 	r->conn_id = c->id;
 	r->tuple = c->tuple;
+	if (c->ct->start)
+		c->ct->start(c->ct->sink_ctx, r);
+}
+
+void conn__emit(struct conn *c, struct request *r)
+{
+	conn__start(c, r);
 	c->ct->stats.requests++;
 	c->ct->sink(c->ct->sink_ctx, r);
 }
@@ -280,13 +291,14 @@ void conntrack__stats(const struct conntrack *ct, struct conntrack_stats *out)
 }
 
 struct conntrack *conntrack__new(const struct rastro_config *cfg, struct discovery *disc,
-				 request_sink_fn sink, void *sink_ctx)
+				 request_sink_fn start, request_sink_fn sink, void *sink_ctx)
 {
 	struct conntrack *ct = calloc(1, sizeof(*ct));
 	if (!ct)
 		return NULL;
 	ct->cfg = cfg;
 	ct->disc = disc;
+	ct->start = start;
 	ct->sink = sink;
 	ct->sink_ctx = sink_ctx;
 	u64map__init(&ct->conns);

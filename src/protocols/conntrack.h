@@ -23,8 +23,9 @@ struct conntrack_stats {
 	uint64_t counters[CONN__COUNTERS];
 };
 
+/* start runs when a request begins, sink when it is finished. */
 struct conntrack *conntrack__new(const struct rastro_config *cfg, struct discovery *disc,
-				 request_sink_fn sink, void *sink_ctx);
+				 request_sink_fn start, request_sink_fn sink, void *sink_ctx);
 void conntrack__free(struct conntrack *ct);
 
 void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev,

@@ -252,6 +252,7 @@ static void on_request_head(struct http1_session *s, const struct http1_head *h,
 	store_slice(r, &r->traceparent, h->traceparent, 63);
 	store_slice(r, &r->tracestate, h->tracestate, 512);
 	fifo_push(s, p);
+	conn__start(s->conn, r);
 
 	d->body_bytes = 0;
 	if (cut) {

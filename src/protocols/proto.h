@@ -46,8 +46,14 @@ struct proto_ops {
 /* Facts about the connection for parsers. */
 uint8_t conn__role_hint(const struct conn *c);
 const struct rastro_config *conn__config(const struct conn *c);
-/* Hands a finished record to the pipeline; fills service, pid, tuple and
- * conn_id. The record is not kept: consumers copy what they need. */
+/* Tells the pipeline a request began (its head was parsed): fills service,
+ * pid, tuple and conn_id, and gives it its trace context (span id, parent:
+ * the request its thread is serving, or the client span at the other end of
+ * the connection). Call it with start_ns, tid and request_seq set, before any
+ * later request of the same connection starts. */
+void conn__start(struct conn *c, struct request *r);
+/* Hands a finished record to the pipeline (calls conn__start first if the
+ * parser did not). The record is not kept: consumers copy what they need. */
 void conn__emit(struct conn *c, struct request *r);
 enum conn_counter {
 	CONN_LOST_PIPELINE_OVERFLOW = 0, /* requests reported early: too many awaiting a response */

@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	http1__chunked_init(&c);
 	http1__chunked_feed(&c, (const char *)data, size, &done);
 
-	struct conntrack *ct = conntrack__new(&cfg, NULL, sink, NULL);
+	struct conntrack *ct = conntrack__new(&cfg, NULL, NULL, sink, NULL);
 	static char buf[sizeof(struct rastro_data_event) + 4096];
 	struct rastro_data_event *ev = (void *)buf;
 	uint32_t seq[2] = {0, 0};

@@ -187,7 +187,7 @@ static void test_chunked_every_split(void)
 static struct conntrack *new_ct(void)
 {
 	nrecs = 0;
-	return conntrack__new(&cfg, NULL, sink, NULL);
+	return conntrack__new(&cfg, NULL, NULL, sink, NULL);
 }
 
 static void test_request_response_every_split(void)
