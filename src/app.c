@@ -4,6 +4,7 @@
  */
 #include "app.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,48 +14,47 @@
 #include "discover/discover.h"
 #include "log.h"
 #include "protocols/conntrack.h"
+#include "traces/traces.h"
 
 /* ==== traces stage: trace context, correlation, sampling ==== */
 
-static uint64_t rng_state;
-
-static uint64_t next_random(void)
+static void traces_tick(void *ctx)
 {
-	/* xorshift64*: ids only need to be unique and unpredictable enough. */
-	uint64_t x = rng_state;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	rng_state = x;
-	return x * 0x2545F4914F6CDD1DULL;
+	struct app *app = ctx;
+	traces__expire(app->traces, loop__now_ns());
+	loop__after(app->loop, 10000, traces_tick, app);
 }
 
 static int traces_start(struct app *app)
 {
-	rng_state = loop__now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
-	(void)app;
+	uint64_t seed = loop__now_ns() ^ ((uint64_t)getpid() << 32);
+	FILE *f = fopen("/dev/urandom", "r");
+	if (f) {
+		if (fread(&seed, sizeof(seed), 1, f) != 1)
+			seed ^= (uint64_t)time(NULL);
+		fclose(f);
+	}
+	app->traces = traces__new(&app->cfg, seed);
+	if (!app->traces)
+		return error("out of memory");
+	loop__after(app->loop, 10000, traces_tick, app);
 	return 0;
 }
 
 static void traces_stop(struct app *app)
 {
-	(void)app;
+	traces__free(app->traces);
+	app->traces = NULL;
 }
 
 void app__trace_start(struct app *app, struct request *r)
 {
-	(void)app;
-	(void)r;
+	traces__start(app->traces, r);
 }
 
 void app__trace(struct app *app, struct request *r)
 {
-	(void)app;
-	uint64_t a = next_random(), b = next_random(), c = next_random();
-	memcpy(r->trace_id, &a, 8);
-	memcpy(r->trace_id + 8, &b, 8);
-	memcpy(r->span_id, &c, 8);
-	r->sampled = true;
+	traces__finish(app->traces, r);
 }
 
 /* ==== span export: batching, OTLP encoding, OTLP/HTTP client ==== */
@@ -111,6 +111,11 @@ void app__self_stats(struct app *app, struct self_stats *out)
 	conntrack__stats(app->ct, &out->conns);
 	out->traced_processes = discovery__traced_processes(app->disc);
 	out->bpf_map_bytes = capture__map_bytes(app->cap);
+	if (app->traces) {
+		struct traces_stats ts;
+		traces__stats(app->traces, &ts);
+		out->spans_sampled_out = ts.sampled_out;
+	}
 }
 
 /* ==== lifecycle ==== */

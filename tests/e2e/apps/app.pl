@@ -43,6 +43,13 @@ post '/echo' => sub {
     $c->render(data => $c->req->body);
 };
 
+# Calls another service (a blocking client call made by the serving thread).
+get '/call' => sub {
+    my $c = shift;
+    my $res = Mojo::UserAgent->new->get($c->param('url'))->result;
+    $c->render(text => 'downstream ' . $res->code);
+};
+
 # Closes the connection without answering.
 get '/close' => sub {
     my $c = shift;

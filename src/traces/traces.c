@@ -1,0 +1,409 @@
+#include "traces/traces.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/u64map.h"
+#include "log.h"
+
+/* A context lives this long after its last use: long enough for children and
+ * for the other end of a connection to find it. */
+#define LINK_WINDOW_NS (60ull * 1000000000ull)
+#define MAX_CONTEXTS 32768
+#define MAX_DEPTH 64
+
+struct ctx {
+	uint64_t span_id;
+	uint64_t parent_span_id; /* 0: none */
+	uint8_t trace_id[16];    /* final when explicit, else a fallback */
+	uint8_t flags;           /* W3C flags of a remote parent */
+	bool explicit_trace;     /* a root, or joined a trace through traceparent */
+	bool remote_parent;      /* the parent came from a traceparent header */
+	bool server;
+	uint32_t pid, tid;
+	uint64_t client_key;     /* registered as the client end of a connection */
+	uint64_t waiting_key;    /* a server waiting for its client end */
+	uint64_t last_ns;
+	struct ctx *prev, *next; /* least recently used first */
+};
+
+struct traces {
+	const struct rastro_config *cfg;
+	uint64_t rng;
+	struct u64map contexts; /* span id -> ctx */
+	struct u64map clients;  /* link key -> span id of a client request */
+	struct u64map waiting;  /* link key -> span id of a server request with no parent yet */
+	struct u64map threads;  /* tid -> span id of the server request it serves */
+	struct ctx *head, *tail;
+	struct traces_stats stats;
+};
+
+static uint64_t next_random(struct traces *t)
+{
+	uint64_t x = t->rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	t->rng = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+static uint64_t nonzero_random(struct traces *t)
+{
+	uint64_t v;
+	while (!(v = next_random(t)))
+		;
+	return v;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1; /* uppercase is invalid in traceparent */
+}
+
+static bool parse_hex(const char *s, size_t n, uint8_t *out)
+{
+	bool nonzero = false;
+	for (size_t i = 0; i < n; i++) {
+		int h = hexval(s[2 * i]), l = hexval(s[2 * i + 1]);
+		if (h < 0 || l < 0)
+			return false;
+		out[i] = (uint8_t)(h << 4 | l);
+		nonzero |= out[i] != 0;
+	}
+	return nonzero;
+}
+
+int traces__parse_traceparent(const char *s, size_t len, uint8_t trace_id[16],
+			      uint8_t parent_id[8], uint8_t *flags)
+{
+	/* version "-" trace-id(32) "-" parent-id(16) "-" flags(2) */
+	uint8_t version;
+	if (len < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-')
+		return -1;
+	if (hexval(s[0]) < 0 || hexval(s[1]) < 0)
+		return -1;
+	version = (uint8_t)(hexval(s[0]) << 4 | hexval(s[1]));
+	if (version == 0xff)
+		return -1;
+	/* Version 00 has exactly these fields; later versions may append more. */
+	if (version == 0 && len != 55)
+		return -1;
+	if (len > 55 && s[55] != '-')
+		return -1;
+	uint8_t f;
+	if (!parse_hex(s + 3, 16, trace_id) || !parse_hex(s + 36, 8, parent_id))
+		return -1;
+	if (hexval(s[53]) < 0 || hexval(s[54]) < 0)
+		return -1;
+	f = (uint8_t)(hexval(s[53]) << 4 | hexval(s[54]));
+	*flags = f;
+	return 0;
+}
+
+bool traces__ratio_keeps(const uint8_t trace_id[16], double ratio)
+{
+	if (ratio >= 1.0)
+		return true;
+	if (ratio <= 0.0)
+		return false;
+	/* The low 8 bytes of the trace id, big-endian, against ratio * 2^64. */
+	uint64_t v = 0;
+	for (int i = 8; i < 16; i++)
+		v = v << 8 | trace_id[i];
+	return (double)v < ratio * 18446744073709551616.0;
+}
+
+static void lru_unlink(struct traces *t, struct ctx *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		t->head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		t->tail = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void lru_append(struct traces *t, struct ctx *c)
+{
+	c->prev = t->tail;
+	c->next = NULL;
+	if (t->tail)
+		t->tail->next = c;
+	else
+		t->head = c;
+	t->tail = c;
+}
+
+static void touch(struct traces *t, struct ctx *c, uint64_t now)
+{
+	c->last_ns = now;
+	if (c != t->tail) {
+		lru_unlink(t, c);
+		lru_append(t, c);
+	}
+}
+
+/* Removes an index entry only if it still names this span. */
+static void unindex(struct u64map *m, uint64_t key, uint64_t span_id)
+{
+	if (key && (uint64_t)(uintptr_t)u64map__get(m, key) == span_id)
+		u64map__remove(m, key);
+}
+
+static void ctx_free(struct traces *t, struct ctx *c)
+{
+	unindex(&t->clients, c->client_key, c->span_id);
+	unindex(&t->waiting, c->waiting_key, c->span_id);
+	if (c->server)
+		unindex(&t->threads, c->tid, c->span_id);
+	u64map__remove(&t->contexts, c->span_id);
+	lru_unlink(t, c);
+	free(c);
+}
+
+static struct ctx *lookup(struct traces *t, uint64_t span_id)
+{
+	return span_id ? u64map__get(&t->contexts, span_id) : NULL;
+}
+
+/* Hash of a TCP connection's client and server ends and the sequence number
+ * of a request's first byte: the same on both ends of a loopback connection. */
+static uint64_t link_key(const uint8_t client_addr[16], uint16_t client_port,
+			 const uint8_t server_addr[16], uint16_t server_port, uint32_t seq)
+{
+	uint64_t h = 0x9E3779B97F4A7C15ULL ^ seq;
+	uint64_t w[4];
+	memcpy(w, client_addr, 16);
+	memcpy(w + 2, server_addr, 16);
+	for (int i = 0; i < 4; i++)
+		h = u64map__hash(h ^ w[i]);
+	h = u64map__hash(h ^ ((uint64_t)client_port << 16 | server_port));
+	return h ? h : 1;
+}
+
+static bool is_server(const struct request *r)
+{
+	return r->kind == REQ_HTTP_SERVER || r->kind == REQ_GRPC_SERVER;
+}
+
+/* Walks up to the context that holds the trace id. */
+static struct ctx *root_of(struct traces *t, struct ctx *c)
+{
+	for (int depth = 0; depth < MAX_DEPTH && !c->explicit_trace; depth++) {
+		struct ctx *p = lookup(t, c->parent_span_id);
+		if (!p)
+			break;
+		c = p;
+	}
+	return c;
+}
+
+static struct ctx *ctx_new(struct traces *t, struct request *r, uint64_t now)
+{
+	while (t->contexts.count >= MAX_CONTEXTS) {
+		ctx_free(t, t->head);
+		t->stats.contexts_evicted++;
+	}
+	struct ctx *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->span_id = nonzero_random(t);
+	c->pid = r->pid;
+	c->tid = r->tid;
+	c->server = is_server(r);
+	c->last_ns = now;
+	if (u64map__put(&t->contexts, c->span_id, c)) {
+		free(c);
+		return NULL;
+	}
+	lru_append(t, c);
+	return c;
+}
+
+static void make_root(struct traces *t, struct ctx *c)
+{
+	uint64_t a = nonzero_random(t), b = next_random(t);
+	memcpy(c->trace_id, &a, 8);
+	memcpy(c->trace_id + 8, &b, 8);
+	c->explicit_trace = true;
+}
+
+static void set_parent(struct traces *t, struct ctx *c, struct ctx *parent)
+{
+	c->parent_span_id = parent->span_id;
+	memcpy(c->trace_id, root_of(t, parent)->trace_id, 16); /* fallback if it expires */
+	c->explicit_trace = false;
+}
+
+void traces__start(struct traces *t, struct request *r)
+{
+	uint64_t now = r->start_ns;
+	struct ctx *c = ctx_new(t, r, now);
+	if (!c)
+		return; /* finish() gives it a root of its own */
+	memcpy(r->span_id, &c->span_id, 8);
+
+	uint8_t parent[8], flags;
+	bool header = request__has(r->traceparent) &&
+		      !traces__parse_traceparent(request__str(r, r->traceparent), r->traceparent.len,
+						 c->trace_id, parent, &flags);
+	if (header) {
+		memcpy(&c->parent_span_id, parent, 8);
+		c->flags = flags;
+		c->explicit_trace = true;
+		c->remote_parent = true;
+		if (c->server)
+			t->stats.linked_header++;
+	}
+
+	if (c->server) {
+		if (!header) {
+			struct ctx *client = NULL;
+			uint64_t key = 0;
+			if (r->request_seq_valid) {
+				key = link_key(r->tuple.remote_addr, r->tuple.remote_port,
+					       r->tuple.local_addr, r->tuple.local_port, r->request_seq);
+				client = lookup(t, (uint64_t)(uintptr_t)u64map__get(&t->clients, key));
+			}
+			if (client) {
+				set_parent(t, c, client);
+				t->stats.linked_remote++;
+			} else {
+				make_root(t, c);
+				/* The client's event may still be on its way. */
+				if (key && !u64map__put(&t->waiting, key,
+							(void *)(uintptr_t)c->span_id))
+					c->waiting_key = key;
+			}
+		}
+		if (!u64map__put(&t->threads, r->tid, (void *)(uintptr_t)c->span_id))
+			c->tid = r->tid;
+		return;
+	}
+
+	/* CLIENT and database requests */
+	if (!header) {
+		struct ctx *server = lookup(t, (uint64_t)(uintptr_t)u64map__get(&t->threads, r->tid));
+		if (server && server->pid == r->pid)
+			set_parent(t, c, server);
+		else
+			make_root(t, c);
+	}
+	if (r->request_seq_valid && (r->kind == REQ_HTTP_CLIENT || r->kind == REQ_GRPC_CLIENT)) {
+		uint64_t key = link_key(r->tuple.local_addr, r->tuple.local_port,
+					r->tuple.remote_addr, r->tuple.remote_port, r->request_seq);
+		if (!u64map__put(&t->clients, key, (void *)(uintptr_t)c->span_id))
+			c->client_key = key;
+		/* A server whose request arrived before this one's event. */
+		struct ctx *srv = lookup(t, (uint64_t)(uintptr_t)u64map__get(&t->waiting, key));
+		if (srv && !srv->remote_parent) {
+			set_parent(t, srv, c);
+			unindex(&t->waiting, key, srv->span_id);
+			srv->waiting_key = 0;
+			t->stats.linked_remote++;
+		}
+	}
+}
+
+static bool sample(struct traces *t, const struct ctx *root, const uint8_t trace_id[16])
+{
+	const struct rastro_config *cfg = t->cfg;
+	switch (cfg->sampler) {
+	case SAMPLER_ALWAYS_ON:
+		return true;
+	case SAMPLER_ALWAYS_OFF:
+		return false;
+	case SAMPLER_TRACEIDRATIO:
+		return traces__ratio_keeps(trace_id, cfg->sampler_arg);
+	case SAMPLER_PARENTBASED_ALWAYS_ON:
+		return root->remote_parent ? (root->flags & 1) : true;
+	case SAMPLER_PARENTBASED_ALWAYS_OFF:
+		return root->remote_parent ? (root->flags & 1) : false;
+	case SAMPLER_PARENTBASED_TRACEIDRATIO:
+		return root->remote_parent ? (root->flags & 1)
+					   : traces__ratio_keeps(trace_id, cfg->sampler_arg);
+	}
+	return true;
+}
+
+void traces__finish(struct traces *t, struct request *r)
+{
+	uint64_t span_id;
+	memcpy(&span_id, r->span_id, 8);
+	struct ctx *c = r->started ? lookup(t, span_id) : NULL;
+	if (!c) {
+		/* Never started, or its context was evicted: a root of its own. */
+		struct ctx tmp = {0};
+		if (!span_id) {
+			span_id = nonzero_random(t);
+			memcpy(r->span_id, &span_id, 8);
+		}
+		make_root(t, &tmp);
+		memcpy(r->trace_id, tmp.trace_id, 16);
+		r->has_parent = false;
+		r->sampled = sample(t, &tmp, r->trace_id);
+		r->trace_flags = r->sampled ? 1 : 0;
+		if (!r->sampled)
+			t->stats.sampled_out++;
+		return;
+	}
+	touch(t, c, r->end_ns > c->last_ns ? r->end_ns : c->last_ns);
+	struct ctx *root = root_of(t, c);
+	memcpy(r->trace_id, root->trace_id, 16);
+	r->has_parent = c->parent_span_id != 0;
+	memcpy(r->parent_span_id, &c->parent_span_id, 8);
+	r->sampled = sample(t, root, r->trace_id);
+	r->trace_flags = r->sampled ? 1 : 0;
+	if (!r->sampled)
+		t->stats.sampled_out++;
+	/* The thread is done serving it (unless it already took a newer one). */
+	if (c->server)
+		unindex(&t->threads, c->tid, c->span_id);
+}
+
+void traces__expire(struct traces *t, uint64_t now_ns)
+{
+	while (t->head && t->head->last_ns + LINK_WINDOW_NS < now_ns)
+		ctx_free(t, t->head);
+}
+
+void traces__stats(const struct traces *t, struct traces_stats *out)
+{
+	*out = t->stats;
+	out->contexts = t->contexts.count;
+}
+
+struct traces *traces__new(const struct rastro_config *cfg, uint64_t seed)
+{
+	struct traces *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->cfg = cfg;
+	t->rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
+	u64map__init(&t->contexts);
+	u64map__init(&t->clients);
+	u64map__init(&t->waiting);
+	u64map__init(&t->threads);
+	return t;
+}
+
+void traces__free(struct traces *t)
+{
+	if (!t)
+		return;
+	while (t->head)
+		ctx_free(t, t->head);
+	u64map__free(&t->contexts);
+	u64map__free(&t->clients);
+	u64map__free(&t->waiting);
+	u64map__free(&t->threads);
+	free(t);
+}

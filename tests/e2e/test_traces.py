@@ -1,0 +1,100 @@
+"""Trace context: parent/child inside a process (the serving thread's client
+calls), across processes on this host (both ends of one TCP connection, no
+header injection), incoming traceparent, sampling."""
+import os
+import urllib.request
+
+import pytest
+
+from conftest import APPS, free_port, needs_root, wait_for
+from test_http1 import get, start_nginx
+
+pytestmark = needs_root
+
+
+def instrument(*entries):
+    out = "discovery:\n  instrument:\n"
+    for port, name in entries:
+        out += f"    - open_ports: {port}\n      name: {name}\n      namespace: chain\n"
+    return out
+
+
+def by_service(recs, name, kind):
+    return [r for r in recs if r["service.name"] == name and r["kind"] == kind]
+
+
+def test_three_services_one_trace(rastro, servers, tmp_path):
+    """Perl (Mojolicious) -> Python (http.server) -> nginx, one rastro, no
+    header injection: one trace, SERVER/CLIENT/SERVER/CLIENT/SERVER, each the
+    child of the one before, timings nested."""
+    perl_port, py_port, ngx_port = free_port(), free_port(), free_port()
+    r = rastro(instrument((perl_port, "front"), (py_port, "middle"), (ngx_port, "back")))
+    ngx = start_nginx(servers, tmp_path, ngx_port)
+    py = servers(["/usr/bin/python3", str(APPS / "pyapp.py"), str(py_port), "--threads"], py_port,
+                 log=tmp_path / "py.log")
+    perl = servers(["perl", str(APPS / "app.pl"), str(perl_port)], perl_port,
+                   log=tmp_path / "perl.log")
+    for p in (ngx.pid, py.pid, perl.pid):
+        r.wait_traced(p)
+    inner = f"http://127.0.0.1:{ngx_port}/index.html"
+    middle = f"http://127.0.0.1:{py_port}/call?url={urllib.parse.quote(inner, safe='')}"
+    status, body = get(perl_port, "/call?url=" + urllib.parse.quote(middle, safe=""))
+    assert status == 200 and body == b"downstream 200"
+
+    recs = r.wait_records(5)
+    (front_srv,) = by_service(recs, "front", "SERVER")
+    (front_cli,) = by_service(recs, "front", "CLIENT")
+    (mid_srv,) = by_service(recs, "middle", "SERVER")
+    (mid_cli,) = by_service(recs, "middle", "CLIENT")
+    (back_srv,) = by_service(recs, "back", "SERVER")
+    chain = [front_srv, front_cli, mid_srv, mid_cli, back_srv]
+    assert len({x["trace_id"] for x in chain}) == 1
+    assert front_srv["parent_span_id"] == ""
+    for parent, child in zip(chain, chain[1:]):
+        assert child["parent_span_id"] == parent["span_id"], (parent["name"], child["name"])
+        assert child["start_time_unix_nano"] >= parent["start_time_unix_nano"]
+        assert child["end_time_unix_nano"] <= parent["end_time_unix_nano"]
+    assert front_cli["url.full"].startswith(f"http://127.0.0.1:{py_port}/call?url=")
+    assert front_cli["server.port"] == py_port
+    assert mid_cli["url.full"] == f"http://127.0.0.1:{ngx_port}/index.html"
+    assert mid_cli["http.response.status_code"] == 200
+    assert back_srv["url.path"] == "/index.html"
+    assert mid_srv["url.path"] == "/call"
+
+
+def test_incoming_traceparent_is_honoured(rastro, perl_app):
+    r = rastro(instrument((perl_app.port, "svc")))
+    r.wait_traced(perl_app.pid)
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    get(perl_app.port, "/products", headers={"traceparent": tp, "tracestate": "vendor=x"})
+    (rec,) = r.wait_records(1)
+    assert rec["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert rec["parent_span_id"] == "b7ad6b7169203331"
+    assert rec["span_id"] != "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize("bad", [
+    "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",  # uppercase
+    "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # zero trace id
+    "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # zero parent
+    "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # version ff
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",  # 00 with extra
+    "00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01",  # short
+])
+def test_invalid_traceparent_starts_new_trace(rastro, perl_app, bad):
+    r = rastro(instrument((perl_app.port, "svc")))
+    r.wait_traced(perl_app.pid)
+    get(perl_app.port, "/", headers={"traceparent": bad})
+    (rec,) = r.wait_records(1)
+    assert rec["parent_span_id"] == ""
+    assert rec["trace_id"] != "0af7651916cd43dd8448eb211c80319c"
+    assert len(rec["trace_id"]) == 32 and int(rec["trace_id"], 16) != 0
+
+
+def test_future_version_traceparent_accepted(rastro, perl_app):
+    r = rastro(instrument((perl_app.port, "svc")))
+    r.wait_traced(perl_app.pid)
+    tp = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future"
+    get(perl_app.port, "/", headers={"traceparent": tp})
+    (rec,) = r.wait_records(1)
+    assert rec["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
