@@ -2,12 +2,13 @@
 # Installs what rastro needs from Debian 12's archive.
 #   install-deps.sh build                      build dependencies
 #   install-deps.sh build --check-or-install   only if something is missing
+#   install-deps.sh demo                       build + demo dependencies
 #   install-deps.sh test                       build + test dependencies
 set -euo pipefail
 
 BUILD_PKGS=(make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev libyaml-dev
 	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libmicrohttpd-dev pkg-config)
-TEST_PKGS=(python3 python3-pytest python3-yaml libmojolicious-perl nginx-light wrk curl
+TEST_PKGS=(bc python3 python3-pytest python3-yaml libmojolicious-perl nginx-light wrk curl
 	prometheus libcap2-bin iproute2 libclang-rt-14-dev
 	postgresql mariadb-server mariadb-client redis-server redis-tools libdbd-pg-perl
 	libdbd-mariadb-perl libdbd-mysql-perl libredis-perl python3-psycopg2 python3-redis
@@ -24,7 +25,10 @@ missing() {
 	echo "${out[@]:-}"
 }
 
+DEMO_PKGS=(libmojolicious-perl curl python3 bc)
+
 pkgs=("${BUILD_PKGS[@]}")
+[ "$what" = demo ] && pkgs+=("${DEMO_PKGS[@]}")
 [ "$what" = test ] && pkgs+=("${TEST_PKGS[@]}")
 # Node.js may come from elsewhere (NodeSource ships npm inside nodejs, which
 # conflicts with Debian's npm package): only ask Debian when it is missing.

@@ -65,8 +65,8 @@ static void print_json(FILE *out, const struct request *r, const struct rastro_c
 		(unsigned long long)(r->end_ns - r->start_ns));
 	fprintf(out, ",\"name\":");
 	json_string(out, name, strlen(name));
-	fprintf(out, ",\"kind\":\"%s\",\"trace_id\":\"%s\",\"span_id\":\"%s\",\"parent_span_id\":\"%s\"",
-		kind_name(r), tid, sid, r->has_parent ? pid : "");
+	fprintf(out, ",\"kind\":\"%s\",\"trace_id\":\"%s\",\"span_id\":\"%s\",\"parent_span_id\":\"%s\",\"sampled\":%s",
+		kind_name(r), tid, sid, r->has_parent ? pid : "", r->sampled ? "true" : "false");
 	fprintf(out, ",\"service.name\":");
 	json_string(out, s ? s->name : "", s ? strlen(s->name) : 0);
 	fprintf(out, ",\"service.namespace\":");

@@ -98,3 +98,61 @@ def test_future_version_traceparent_accepted(rastro, perl_app):
     get(perl_app.port, "/", headers={"traceparent": tp})
     (rec,) = r.wait_records(1)
     assert rec["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def many_requests(port, n):
+    """n sequential requests on keep-alive connections (Mojolicious closes a
+    connection after 100 requests: reconnect then)."""
+    import socket
+    done = 0
+    while done < n:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.settimeout(10)
+            while done < n:
+                buf = b""
+                try:
+                    s.sendall(b"GET /products HTTP/1.1\r\nHost: x\r\n\r\n")
+                    while b"}" not in buf:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        buf += chunk
+                except ConnectionError:
+                    pass
+                if b"}" not in buf:
+                    break  # closed before answering: reconnect and resend
+                done += 1
+
+
+@pytest.mark.parametrize("sampler,arg,ratio", [
+    ("always_off", "1", 0.0),
+    ("always_on", "0", 1.0),
+    ("parentbased_traceidratio", "0.5", 0.5),
+    ("traceidratio", "0.1", 0.1),
+])
+def test_sampler(rastro, perl_app, sampler, arg, ratio):
+    r = rastro(instrument((perl_app.port, "svc")),
+               env={"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_SAMPLER_ARG": arg})
+    r.wait_traced(perl_app.pid)
+    many_requests(perl_app.port, 2000)
+    r.wait_records(2000, timeout=60)
+    recs = r.settle(quiet=0.5)
+    n = len(recs)
+    kept = sum(1 for x in recs if x["sampled"])
+    # Binomial(n, ratio): within 4.5 standard deviations.
+    sigma = (n * ratio * (1 - ratio)) ** 0.5
+    assert abs(kept - n * ratio) <= 4.5 * sigma, (kept, n)
+    if ratio in (0.0, 1.0):
+        assert kept == n * ratio
+
+
+def test_parent_based_follows_incoming_flag(rastro, perl_app):
+    r = rastro(instrument((perl_app.port, "svc")),
+               env={"OTEL_TRACES_SAMPLER": "parentbased_always_on"})
+    r.wait_traced(perl_app.pid)
+    get(perl_app.port, "/", headers={
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"})
+    get(perl_app.port, "/", headers={
+        "traceparent": "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    recs = r.wait_records(2)
+    assert [x["sampled"] for x in recs] == [False, True]
