@@ -75,7 +75,7 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
 		return 0;
 	char buf[1024];
 	vsnprintf(buf, sizeof(buf), fmt, ap);
-	log__write(LOG_DEBUG, "libbpf: %s", buf);
+	log__write(LOG_DEBUG, "%s", buf); /* libbpf prefixes its own lines */
 	return 0;
 }
 

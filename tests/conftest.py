@@ -50,7 +50,7 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
 class Rastro:
     """rastro running with trace_printer=json; records are parsed from stdout."""
 
-    def __init__(self, tmp_path, config, env=None, args=(), printer="json"):
+    def __init__(self, tmp_path, config, env=None, args=(), printer="json", prefix=()):
         self.tmp_path = Path(tmp_path)
         self.config_path = self.tmp_path / f"rastro-{id(self)}.yml"
         self.config_path.write_text(config)
@@ -63,6 +63,7 @@ class Rastro:
         self.env.update({"RASTRO_TRACE_PRINTER": printer, "RASTRO_PROMETHEUS_PORT": "0"})
         self.env.update(env or {})
         self.args = list(args)
+        self.prefix = list(prefix)
         self.records = []
         self.lines = []
         self.proc = None
@@ -71,7 +72,7 @@ class Rastro:
     def start(self, wait_started=True):
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(
-            [str(RASTRO), "--config", str(self.config_path), *self.args],
+            [*self.prefix, str(RASTRO), "--config", str(self.config_path), *self.args],
             stdout=subprocess.PIPE, stderr=self._stderr, env=self.env, text=True, bufsize=1)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -179,8 +180,8 @@ def rastro(tmp_path):
     """rastro(config_yaml, env=None, args=()) -> started Rastro; stopped at teardown."""
     started = []
 
-    def make(config, env=None, args=(), printer="json", wait_started=True):
-        r = Rastro(tmp_path, config, env=env, args=args, printer=printer)
+    def make(config, env=None, args=(), printer="json", wait_started=True, prefix=()):
+        r = Rastro(tmp_path, config, env=env, args=args, printer=printer, prefix=prefix)
         started.append(r)
         return r.start(wait_started=wait_started)
 

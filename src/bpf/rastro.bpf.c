@@ -77,6 +77,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the agent before load. */
 const volatile __u32 capture_bytes = RASTRO_CAPTURE_MAX; /* <= RASTRO_CAPTURE_MAX */
 const volatile __u32 wakeup_bytes = 256 * 1024;          /* batch ring buffer wakeups */
+/* Self-test of the load-failure report (RASTRO_SELFTEST_REJECT=1): makes the
+ * verifier reject rastro_sys_exit. Dead code otherwise: the verifier prunes
+ * it because the value is known at load time. */
+const volatile __u32 selftest_reject = 0;
 
 /* Unique connection ids; 0 is never used. */
 __u64 next_conn_id = 1;
@@ -383,6 +387,9 @@ SEC("tp_btf/sys_exit")
 int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = SYSCALL_NR(regs);
+
+	if (selftest_reject)
+		return *(volatile int *)ret;
 
 	switch (nr) {
 	case NR_read:

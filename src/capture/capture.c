@@ -46,31 +46,35 @@ static struct {
 
 static int load_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-	char line[1024];
+	char text[8192];
 	va_list copy;
 	va_copy(copy, ap);
-	vsnprintf(line, sizeof(line), fmt, copy);
+	vsnprintf(text, sizeof(text), fmt, copy);
 	va_end(copy);
-	const char *p = strstr(line, "prog '");
-	if (p && strstr(line, "failed to load")) {
+	(void)level;
+	const char *p = strstr(text, "prog '");
+	if (p && strstr(text, "failed to load")) {
 		p += 6;
 		size_t n = strcspn(p, "'");
 		if (n >= sizeof(load_failure.prog))
 			n = sizeof(load_failure.prog) - 1;
 		memcpy(load_failure.prog, p, n);
 		load_failure.prog[n] = '\0';
-	} else if (level == LIBBPF_WARN && line[0] && !strstr(line, "-- ") &&
-		   !strstr(line, "libbpf:") && !strstr(line, "processed ")) {
-		/* The verifier log's last line before "processed N insns" is its
-		 * verdict. */
-		size_t n = strcspn(line, "\n");
+	}
+	/* The verifier's verdict is the line before "processed N insns". */
+	const char *end = strstr(text, "\nprocessed ");
+	if (end) {
+		const char *start = end;
+		while (start > text && start[-1] != '\n')
+			start--;
+		size_t n = (size_t)(end - start);
 		if (n >= sizeof(load_failure.reason))
 			n = sizeof(load_failure.reason) - 1;
-		memcpy(load_failure.reason, line, n);
+		memcpy(load_failure.reason, start, n);
 		load_failure.reason[n] = '\0';
 	}
 	if (log__threshold <= LOG_DEBUG)
-		log__write(LOG_DEBUG, "libbpf: %s", line);
+		log__write(LOG_DEBUG, "%s", text);
 	return 0;
 }
 
@@ -131,6 +135,9 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	}
 	cap->skel->rodata->capture_bytes = cfg->capture_bytes;
 	cap->skel->rodata->wakeup_bytes = cfg->wakeup_bytes;
+	/* Test hook: exercises the report of a program the verifier refuses. */
+	const char *reject = getenv("RASTRO_SELFTEST_REJECT");
+	cap->skel->rodata->selftest_reject = reject && !strcmp(reject, "1");
 	bpf_map__set_max_entries(cap->skel->maps.events, cfg->ring_buffer_bytes);
 	bpf_map__set_max_entries(cap->skel->maps.conns, cfg->max_connections);
 	bpf_map__set_max_entries(cap->skel->maps.traced, cfg->max_processes);
@@ -148,7 +155,8 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 		else
 			fprintf(stderr, "rastro: cannot load the BPF programs: %s\n", strerror(-err));
 		if (load_failure.reason[0])
-			log_debug("verifier: %s", load_failure.reason);
+			log_debug("the verifier's reason for %s: %s", load_failure.prog,
+				  load_failure.reason);
 		goto cleanup;
 	}
 
