@@ -28,6 +28,12 @@ enum db_system {
 	DB_OTHER_SQL,
 };
 
+#define REQ_UNRESOLVED_METHOD 0x01
+#define REQ_UNRESOLVED_PATH 0x02       /* url.path, url.full, rpc.method */
+#define REQ_UNRESOLVED_STATUS 0x04     /* http.response.status_code */
+#define REQ_UNRESOLVED_RPC_STATUS 0x08 /* rpc.response.status_code */
+#define REQ_UNRESOLVED_KIND 0x10       /* whether it was gRPC (content-type) */
+
 /* A string stored in the record's arena; len 0 and off 0 = absent. */
 struct rstr {
 	uint16_t off, len;
@@ -64,6 +70,10 @@ struct request {
 	uint64_t response_body_bytes;
 	bool has_request_body_size;
 	bool has_response_body_size;
+	/* REQ_UNRESOLVED_*: fields absent because they could not be decoded (an
+	 * HTTP/2 header block referred to table entries never seen), not because
+	 * the peer did not send them. */
+	uint8_t unresolved;
 
 	/* gRPC */
 	struct rstr rpc_method;  /* package.Service/Method */

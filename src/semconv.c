@@ -52,6 +52,32 @@ int semconv__span_kind(const struct request *r)
 	return semconv__is_server(r) ? 2 : 3;
 }
 
+/* gRPC status codes by number (grpc/doc/statuscodes.md). */
+static const char *const grpc_status_names[] = {
+	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+	"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+	"ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+	"UNAUTHENTICATED",
+};
+
+const char *semconv__grpc_status_name(int code, char *buf, size_t len)
+{
+	if (code >= 0 && (size_t)code < sizeof(grpc_status_names) / sizeof(grpc_status_names[0]))
+		return grpc_status_names[code];
+	snprintf(buf, len, "%d", code);
+	return buf;
+}
+
+/* RPC conventions, gRPC: on the server only the codes that mean a server
+ * fault are errors; on the client every code but OK. */
+static bool grpc_status_is_error(const struct request *r)
+{
+	int c = r->grpc_status;
+	if (r->kind == REQ_GRPC_CLIENT)
+		return c > 0;
+	return c == 2 || c == 4 || c == 12 || c == 13 || c == 14 || c == 15;
+}
+
 const char *semconv__error_type(const struct request *r, char *buf, size_t len)
 {
 	if (request__has(r->error_type))
@@ -71,10 +97,8 @@ const char *semconv__error_type(const struct request *r, char *buf, size_t len)
 		return NULL;
 	case REQ_GRPC_SERVER:
 	case REQ_GRPC_CLIENT:
-		if (r->grpc_status > 0) {
-			snprintf(buf, len, "%d", r->grpc_status);
-			return buf;
-		}
+		if (grpc_status_is_error(r))
+			return semconv__grpc_status_name(r->grpc_status, buf, len);
 		return NULL;
 	case REQ_DB_CLIENT:
 		if (request__has(r->db_status))
@@ -88,15 +112,10 @@ const char *semconv__error_type(const struct request *r, char *buf, size_t len)
 bool semconv__is_error(const struct request *r)
 {
 	char buf[16];
-	if (r->kind == REQ_GRPC_SERVER) {
-		/* RPC conventions: on the server, only codes that mean a server fault. */
-		int c = r->grpc_status;
-		if (request__has(r->error_type) && c < 0)
-			return true;
-		return c == 2 || c == 4 || c == 12 || c == 13 || c == 14 || c == 15;
-	}
 	return semconv__error_type(r, buf, sizeof(buf)) != NULL;
 }
+
+static const char *db_system_name(enum db_system s);
 
 size_t semconv__span_name(const struct request *r, char *out, size_t len)
 {
@@ -111,7 +130,9 @@ size_t semconv__span_name(const struct request *r, char *out, size_t len)
 		break;
 	case REQ_GRPC_SERVER:
 	case REQ_GRPC_CLIENT:
-		n = snprintf(out, len, "%s", request__str(r, r->rpc_method));
+		/* {rpc.method}, or {rpc.system.name} when the method is not known */
+		n = snprintf(out, len, "%s",
+			     request__has(r->rpc_method) ? request__str(r, r->rpc_method) : "grpc");
 		break;
 	case REQ_DB_CLIENT:
 		if (request__has(r->db_operation) && request__has(r->db_collection))
@@ -119,9 +140,8 @@ size_t semconv__span_name(const struct request *r, char *out, size_t len)
 				     request__str(r, r->db_collection));
 		else if (request__has(r->db_operation))
 			n = snprintf(out, len, "%s", request__str(r, r->db_operation));
-		else
-			n = snprintf(out, len, "%s",
-				     r->db_system == DB_REDIS ? "redis" : "query");
+		else /* the conventions' fallback: the system's name */
+			n = snprintf(out, len, "%s", db_system_name(r->db_system));
 		break;
 	default:
 		n = snprintf(out, len, "request");
@@ -181,6 +201,71 @@ static size_t host_name(const struct request *r, const char **out)
 	return colon ? (size_t)(colon - h) : n;
 }
 
+/* rastro.unresolved: the attributes left out because the header blocks that
+ * carried them could not be decoded (HTTP/2 seen from the middle of a
+ * connection), so that "absent" is not read as "not sent". */
+static void unresolved_attribute(const struct request *r, attr_fn fn, void *ctx)
+{
+	bool grpc = r->kind == REQ_GRPC_SERVER || r->kind == REQ_GRPC_CLIENT;
+	const char *names[5];
+	size_t n = 0;
+	if (!r->unresolved)
+		return;
+	if ((r->unresolved & REQ_UNRESOLVED_METHOD) && !grpc)
+		names[n++] = "http.request.method";
+	if (r->unresolved & REQ_UNRESOLVED_PATH)
+		names[n++] = grpc ? "rpc.method" : semconv__is_server(r) ? "url.path" : "url.full";
+	if ((r->unresolved & REQ_UNRESOLVED_STATUS) && !grpc)
+		names[n++] = "http.response.status_code";
+	if ((r->unresolved & REQ_UNRESOLVED_RPC_STATUS) && grpc)
+		names[n++] = "rpc.response.status_code";
+	if ((r->unresolved & REQ_UNRESOLVED_KIND) && !grpc)
+		names[n++] = "rpc.system.name";
+	char buf[160];
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s", i ? "," : "", names[i]);
+	if (len)
+		str_attr(fn, ctx, "rastro.unresolved", buf, len);
+}
+
+/* RPC conventions for gRPC: the method names the span, status codes by name. */
+static void grpc_attributes(const struct request *r, const char *local, const char *remote,
+			    const char *err, attr_fn fn, void *ctx)
+{
+	char buf[16];
+	const char *h;
+	size_t hn = host_name(r, &h);
+	str_attr(fn, ctx, "rpc.system.name", "grpc", 4);
+	rstr_attr(fn, ctx, "rpc.method", r, r->rpc_method);
+	if (r->grpc_status >= 0) {
+		const char *code = semconv__grpc_status_name(r->grpc_status, buf, sizeof(buf));
+		str_attr(fn, ctx, "rpc.response.status_code", code, strlen(code));
+	}
+	if (semconv__is_server(r)) {
+		if (hn)
+			str_attr(fn, ctx, "server.address", h, hn);
+		else
+			str_attr(fn, ctx, "server.address", local, strlen(local));
+		int_attr(fn, ctx, "server.port", r->tuple.local_port);
+		str_attr(fn, ctx, "client.address", remote, strlen(remote));
+		int_attr(fn, ctx, "client.port", r->tuple.remote_port);
+	} else {
+		if (hn)
+			str_attr(fn, ctx, "server.address", h, hn);
+		else
+			str_attr(fn, ctx, "server.address", remote, strlen(remote));
+		int_attr(fn, ctx, "server.port", r->tuple.remote_port);
+		str_attr(fn, ctx, "network.peer.address", remote, strlen(remote));
+		int_attr(fn, ctx, "network.peer.port", r->tuple.remote_port);
+	}
+	str_attr(fn, ctx, "network.protocol.name", "http", 4);
+	str_attr(fn, ctx, "network.protocol.version", "2", 1);
+	if (err)
+		str_attr(fn, ctx, "error.type", err, strlen(err));
+	unresolved_attribute(r, fn, ctx);
+}
+
 void semconv__span_attributes(const struct request *r, const struct rastro_config *cfg,
 			      attr_fn fn, void *ctx)
 {
@@ -205,14 +290,13 @@ void semconv__span_attributes(const struct request *r, const struct rastro_confi
 		return;
 	}
 
-	/* HTTP and gRPC */
-	const char *method = semconv__method(r);
 	if (r->kind == REQ_GRPC_SERVER || r->kind == REQ_GRPC_CLIENT) {
-		str_attr(fn, ctx, "rpc.system.name", "grpc", 4);
-		rstr_attr(fn, ctx, "rpc.method", r, r->rpc_method);
-		if (r->grpc_status >= 0)
-			int_attr(fn, ctx, "rpc.response.status_code", r->grpc_status);
+		grpc_attributes(r, local, remote, err, fn, ctx);
+		return;
 	}
+
+	/* HTTP */
+	const char *method = semconv__method(r);
 	str_attr(fn, ctx, "http.request.method", method, strlen(method));
 	if (!r->method_known && request__has(r->method))
 		rstr_attr(fn, ctx, "http.request.method_original", r, r->method);
@@ -256,7 +340,7 @@ void semconv__span_attributes(const struct request *r, const struct rastro_confi
 				 hn ? h : remote, r->tuple.remote_port,
 				 request__has(r->path) ? request__str(r, r->path) : "/", qn ? "?" : "",
 				 (int)qn, q);
-		if (n > 0)
+		if (n > 0 && !(r->unresolved & REQ_UNRESOLVED_PATH))
 			str_attr(fn, ctx, "url.full", url, (size_t)n < sizeof(url) ? (size_t)n : sizeof(url) - 1);
 		if (hn)
 			str_attr(fn, ctx, "server.address", h, hn);
@@ -274,4 +358,5 @@ void semconv__span_attributes(const struct request *r, const struct rastro_confi
 		int_attr(fn, ctx, "http.response.body.size", (int64_t)r->response_body_bytes);
 	if (err)
 		str_attr(fn, ctx, "error.type", err, strlen(err));
+	unresolved_attribute(r, fn, ctx);
 }

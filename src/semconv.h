@@ -36,6 +36,8 @@ int semconv__span_kind(const struct request *r);
 bool semconv__is_error(const struct request *r);
 /* error.type value of r, or NULL when it did not fail. */
 const char *semconv__error_type(const struct request *r, char *buf, size_t len);
+/* The name of a gRPC status code ("NOT_FOUND"), or its number as text. */
+const char *semconv__grpc_status_name(int code, char *buf, size_t len);
 
 /* Text form of an address: IPv4 (also for IPv4-mapped IPv6) or IPv6. */
 void semconv__format_addr(const uint8_t addr[16], char *out, size_t len);

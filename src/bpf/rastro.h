@@ -14,7 +14,7 @@
  * (RASTRO_CAPTURE_MAX - 1) so the verifier can bound every copy. */
 #define RASTRO_CAPTURE_MAX 4096
 /* iovecs copied per readv/writev/recvmsg/sendmsg; bytes beyond are counted. */
-#define RASTRO_MAX_IOV 8
+#define RASTRO_MAX_IOV 128
 
 enum rastro_event_type {
 	RASTRO_EV_DATA = 1,   /* bytes moved on a TCP socket by a traced process */

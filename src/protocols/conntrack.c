@@ -12,7 +12,13 @@
 #define STASH_MAX 48
 
 static const struct proto_ops *const protocols[] = {
+	&http2_proto, /* before http1: the preface "PRI * HTTP/2.0" reads like a request line */
 	&http1_proto,
+	/* Database clients: exact framing checks, never ports. */
+	&postgres_proto,
+	&mysql_proto,
+	&redis_proto,
+	&sql_heuristic_proto, /* only when ebpf.heuristic_sql_detect is on */
 };
 
 struct conn {
@@ -27,6 +33,9 @@ struct conn {
 	struct service *service;
 	const struct proto_ops *proto;
 	void *state;
+	const struct proto_ops *switch_to; /* handed over to, from switch_offset on */
+	void *switch_state;
+	uint32_t switch_offset;
 	uint64_t last_ns;
 	/* A first chunk too short to tell the protocol ("GE"), kept to be read
 	 * again together with the next one. */
@@ -87,6 +96,41 @@ void conn__start(struct conn *c, struct request *r)
 	r->tuple = c->tuple;
 	if (c->ct->start)
 		c->ct->start(c->ct->sink_ctx, r);
+}
+
+void conn__switch_protocol(struct conn *c, const struct proto_ops *to, void *state,
+			   uint32_t offset)
+{
+	if (c->switch_to)
+		c->switch_to->free(c->switch_state);
+	c->switch_to = to;
+	c->switch_state = state;
+	c->switch_offset = offset;
+}
+
+/* Feeds a chunk to the connection's protocol; when the protocol hands the
+ * connection over, the new one gets the rest of the chunk. */
+static void proto_feed(struct conn *c, const struct chunk *ch)
+{
+	struct chunk rest;
+	c->proto->data(c->state, c, ch);
+	while (c->switch_to) {
+		uint32_t off = c->switch_offset;
+		c->proto->free(c->state);
+		c->proto = c->switch_to;
+		c->state = c->switch_state;
+		c->switch_to = NULL;
+		if (off >= ch->bytes)
+			return;
+		rest = *ch;
+		rest.data = ch->data + (off < ch->captured ? off : ch->captured);
+		rest.captured = off < ch->captured ? ch->captured - off : 0;
+		rest.bytes = ch->bytes - off;
+		rest.seq = ch->seq + off;
+		rest.gap = false;
+		ch = &rest;
+		c->proto->data(c->state, c, ch);
+	}
 }
 
 void conn__emit(struct conn *c, struct request *r)
@@ -198,9 +242,9 @@ static void detect(struct conn *c, struct chunk *ch)
 	enum proto_verdict v = detect_one(c, &view);
 	if (v == PROTO_YES) {
 		if (have_stash)
-			c->proto->data(c->state, c, &stashed);
+			proto_feed(c, &stashed);
 		ch->gap = false;
-		c->proto->data(c->state, c, ch);
+		proto_feed(c, ch);
 		return;
 	}
 	if (v == PROTO_MAYBE && view.captured == view.bytes && view.captured <= STASH_MAX) {
@@ -259,7 +303,7 @@ void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev
 	if (!c->proto)
 		detect(c, &ch);
 	else
-		c->proto->data(c->state, c, &ch);
+		proto_feed(c, &ch);
 }
 
 void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev)

@@ -11,6 +11,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "protocols/http1.h"
 #include "protocols/proto.h"
@@ -45,6 +46,7 @@ struct pending {
 	struct pending *next;
 	bool has_response; /* a final response head arrived */
 	bool orphan;       /* response without a request we saw: consume, do not report */
+	bool h2c;          /* asked to upgrade to cleartext HTTP/2 */
 	struct request rec;
 };
 
@@ -57,6 +59,7 @@ struct http1_session {
 	struct pending *receiving;   /* request whose body is still arriving */
 	uint32_t npending;
 	struct pending orphan;       /* stands in for a response we cannot pair */
+	void *h2c;                   /* HTTP/2 state taking over after a 101 to h2c */
 	struct conn *conn;
 };
 
@@ -78,6 +81,7 @@ static struct pending *pending_new(void)
 	p->next = NULL;
 	p->has_response = false;
 	p->orphan = false;
+	p->h2c = false;
 	return p;
 }
 
@@ -215,6 +219,18 @@ static void store_slice(struct request *r, struct rstr *dst, struct http1_slice 
 		*dst = request__store(r, s.p, s.len < max ? s.len : max);
 }
 
+/* Whether an Upgrade header offers h2c (RFC 7540 3.2). */
+static bool upgrade_is_h2c(struct http1_slice v)
+{
+	for (size_t i = 0; i + 3 <= v.len; i++) {
+		bool starts = i == 0 || v.p[i - 1] == ',' || v.p[i - 1] == ' ';
+		bool ends = i + 3 == v.len || v.p[i + 3] == ',' || v.p[i + 3] == ' ';
+		if (starts && ends && !strncasecmp(v.p + i, "h2c", 3))
+			return true;
+	}
+	return false;
+}
+
 /* A request head was parsed (or, when cut, its request line). */
 static void on_request_head(struct http1_session *s, const struct http1_head *h, bool cut,
 			    bool target_cut)
@@ -251,6 +267,7 @@ static void on_request_head(struct http1_session *s, const struct http1_head *h,
 	store_slice(r, &r->content_type, h->content_type, 127);
 	store_slice(r, &r->traceparent, h->traceparent, 63);
 	store_slice(r, &r->tracestate, h->tracestate, 512);
+	p->h2c = upgrade_is_h2c(h->upgrade);
 	fifo_push(s, p);
 	conn__start(s->conn, r);
 
@@ -316,6 +333,18 @@ static void on_response_head(struct http1_session *s, const struct http1_head *h
 	const char *method = request__str(&p->rec, p->rec.method);
 	if (h->status == 101) {
 		/* The connection now speaks another protocol (WebSocket, h2c). */
+		if (p->h2c && !p->orphan) {
+			/* h2c: the request is HTTP/2 stream 1, answered in HTTP/2. */
+			fifo_pop(s);
+			s->h2c = http2__open_upgraded(s->conn, &p->rec,
+						      s->requests_ingress ? RASTRO_DIR_INGRESS
+									  : RASTRO_DIR_EGRESS);
+			if (!s->h2c)
+				conn__count(s->conn, CONN_LOST_NO_MEMORY, 1);
+			pending_free(p);
+			s->upgraded = true;
+			return;
+		}
 		response_done(s, ts);
 		s->upgraded = true;
 		return;
@@ -452,6 +481,11 @@ static void feed(struct http1_session *s, bool is_req, const struct chunk *ch, c
 			drop_buffer(d);
 			buf += used;
 			len -= used;
+			if (s->h2c) { /* HTTP/2 starts right after the 101's head */
+				conn__switch_protocol(s->conn, &http2_proto, s->h2c,
+						      (uint32_t)(buf - ch->data));
+				s->h2c = NULL;
+			}
 			break;
 		}
 		case S_BODY_LEN: {
@@ -668,6 +702,8 @@ static void http1_free(void *state)
 			pending_free(p);
 	dir_reset(&s->req);
 	dir_reset(&s->resp);
+	if (s->h2c)
+		http2_proto.free(s->h2c);
 	free(s);
 }
 

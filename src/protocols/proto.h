@@ -64,8 +64,24 @@ enum conn_counter {
 };
 /* Counts what a parser could not report, for self-metrics. */
 void conn__count(struct conn *c, enum conn_counter which, uint64_t n);
+/* Hands the connection over to another protocol (an HTTP/1.1 upgrade), from
+ * inside proto->data: `to` takes over with `state` (made by its own
+ * constructor) from byte `offset` of the chunk being parsed, which it is
+ * fed. The current state is freed, without close, once data() returns. */
+void conn__switch_protocol(struct conn *c, const struct proto_ops *to, void *state,
+			   uint32_t offset);
 
 /* Protocols, in detection order. */
+extern const struct proto_ops http2_proto;
 extern const struct proto_ops http1_proto;
+extern const struct proto_ops postgres_proto;
+extern const struct proto_ops mysql_proto;
+extern const struct proto_ops redis_proto;
+extern const struct proto_ops sql_heuristic_proto; /* last: any SQL text */
+
+/* HTTP/2 state for a connection upgraded from HTTP/1.1 to h2c: `upgrade` is
+ * the request that asked for it (it becomes stream 1), requests_dir the
+ * direction requests flow in (RASTRO_DIR_*). NULL when out of memory. */
+void *http2__open_upgraded(struct conn *c, const struct request *upgrade, int requests_dir);
 
 #endif
