@@ -42,7 +42,7 @@ FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-fram
 FUZZ_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/fuzzobj/%.o) $(PB_SRCS:$(BUILD)/gen/%.c=$(BUILD)/fuzzobj/gen/%.o)
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps test unit unit-bins fuzz-bins demo bench clean docs
+.PHONY: all deps test unit unit-bins fuzz-bins bench-bins demo bench clean docs
 
 # OUT: where the agent binary goes (parallel builds use BUILD=... OUT=...).
 OUT ?= rastro
@@ -118,6 +118,18 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/librastro-fuzz.a
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< -o $@ $(BUILD)/librastro-fuzz.a $(LDLIBS)
 
 fuzz-bins: $(FUZZ_TARGETS)
+
+# Benchmark programs (bench/*.c), linked with the agent's optimised objects.
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+
+$(BUILD)/librastro.a: $(filter-out $(BUILD)/obj/main.o,$(OBJS))
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/librastro.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/librastro.a $(LDLIBS)
+
+bench-bins: $(BENCH_BINS)
 
 test: $(OUT)
 	scripts/test.sh

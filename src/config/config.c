@@ -965,6 +965,12 @@ static size_t setting_index(const char *key)
 	return (size_t)(find_setting(key) - settings);
 }
 
+bool config__is_set(const struct rastro_config *cfg, const char *key)
+{
+	const struct setting *st = find_setting(key);
+	return st && cfg->raw.set[st - settings];
+}
+
 /* One metrics aggregation serves both exporters: fold prometheus_export's
  * copies of shared settings into the main ones. */
 static int reconcile_shared(struct rastro_config *cfg)

@@ -146,6 +146,10 @@ void config__write_reference(FILE *out);
 /* Plain-text settings summary for --help. */
 void config__write_help(FILE *out);
 
+/* Whether a setting (by its YAML key) was given in the file, the environment
+ * or the command line rather than left at its default. */
+bool config__is_set(const struct rastro_config *cfg, const char *key);
+
 /* Helpers shared with other modules and the unit tests. */
 int config__parse_ports(const char *text, struct port_ranges *out);
 bool config__port_in(const struct port_ranges *ports, uint16_t port);

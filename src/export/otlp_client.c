@@ -1,0 +1,873 @@
+/*
+ * OTLP/HTTP client for one signal, on the agent's single event loop.
+ *
+ * libcurl's multi interface does the HTTP: its sockets and timeouts are
+ * mapped onto loop__watch / loop__after (CURLMOPT_SOCKETFUNCTION and
+ * TIMERFUNCTION), so a slow or unreachable backend never blocks event
+ * processing. Requests wait in a FIFO bounded by bytes; one is in flight at a
+ * time (order is kept, and one connection is enough for rastro's volumes).
+ *
+ * Failure handling follows the OTLP exporter specification: 429, 502, 503,
+ * 504 and transport errors are retried with exponential backoff and jitter
+ * (Retry-After honoured); any other status drops the request. Every cause is
+ * logged once and counted always, so a backend that is down for hours costs
+ * one log line.
+ */
+#include "export/otlp_client.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zlib.h>
+
+#include "common/loop.h"
+#include "log.h"
+#include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb-c.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
+#include "version.h"
+
+#define BACKOFF_INITIAL_MS 1000
+#define BACKOFF_MAX_MS 5000
+/* A request still failing after this long is given up: it is stale, and
+ * newer data waits behind it. */
+#define RETRY_MAX_ELAPSED_NS (60ull * 1000000000)
+#define RETRY_AFTER_MAX_MS (600 * 1000)
+/* Response bodies are read for partial success only; bigger ones are cut. */
+#define MAX_RESPONSE_BYTES (64 * 1024)
+#define MAX_CAUSES 32
+
+struct otlp_req {
+	struct otlp_req *next;
+	uint64_t items;
+	uint64_t first_attempt_ns; /* 0: never sent */
+	uint32_t attempts;
+	size_t len;
+	uint8_t body[];
+};
+
+struct watched_socket {
+	curl_socket_t fd;
+	int what; /* CURL_POLL_IN/OUT/INOUT */
+};
+
+struct otlp_client {
+	struct loop *loop;
+	const struct otlp_signal *cfg;
+	char signal[16];
+	const char *items_name; /* "spans" / "data points", for logs */
+	bool is_traces;
+	uint64_t max_queue_bytes;
+
+	CURLM *multi;
+	CURL *easy;
+	struct curl_slist *headers;
+	char errbuf[CURL_ERROR_SIZE];
+
+	/* FIFO; head is the request in flight or waiting for its retry. */
+	struct otlp_req *head, *tail;
+	bool in_flight;
+	int64_t retry_timer; /* 0: none */
+	uint64_t retry_at_ns;
+	int64_t curl_timer;
+	uint64_t curl_timer_at_ns; /* 0: none (for flush, which runs without the loop) */
+
+	struct watched_socket *socks;
+	int nsocks, capsocks;
+
+	/* current response */
+	uint8_t *resp;
+	size_t resp_len;
+	int64_t retry_after_ms; /* -1: no Retry-After header */
+
+	uint64_t rng;
+	bool down_warned, recovery_logged;
+	uint64_t causes[MAX_CAUSES]; /* hashes of causes already logged */
+	int ncauses;
+
+	void (*ready_fn)(void *ctx);
+	void *ready_ctx;
+
+	struct otlp_client_stats stats;
+};
+
+static int curl_users;
+
+/* ---- pure helpers (unit-tested) */
+
+enum otlp_outcome otlp_client__classify(int curl_result, long status)
+{
+	if (curl_result != CURLE_OK) {
+		/* A URL curl cannot use never gets better; anything else on the
+		 * way to a response is a transport error, which the spec retries. */
+		switch (curl_result) {
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_NOT_BUILT_IN:
+		case CURLE_OUT_OF_MEMORY:
+			return OTLP_DROP;
+		default:
+			return OTLP_RETRY;
+		}
+	}
+	if (status >= 200 && status < 300)
+		return OTLP_OK;
+	if (status == 429 || status == 502 || status == 503 || status == 504)
+		return OTLP_RETRY;
+	return OTLP_DROP;
+}
+
+int64_t otlp_client__retry_after_ms(const char *value, size_t len, int64_t now_unix)
+{
+	char buf[128];
+	while (len && isspace((unsigned char)*value))
+		value++, len--;
+	while (len && isspace((unsigned char)value[len - 1]))
+		len--;
+	if (!len || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, value, len);
+	buf[len] = '\0';
+
+	if (isdigit((unsigned char)buf[0])) {
+		int64_t secs = 0;
+		for (size_t i = 0; i < len; i++) {
+			if (!isdigit((unsigned char)buf[i]))
+				return -1;
+			if (secs < RETRY_AFTER_MAX_MS)
+				secs = secs * 10 + (buf[i] - '0');
+		}
+		return secs * 1000 > RETRY_AFTER_MAX_MS ? RETRY_AFTER_MAX_MS : secs * 1000;
+	}
+	/* HTTP-date: IMF-fixdate, and the obsolete RFC 850 and asctime forms,
+	 * which curl_getdate also reads. It must name a weekday, so that a
+	 * stray word is not taken for a date. */
+	if (!isalpha((unsigned char)buf[0]))
+		return -1;
+	time_t when = curl_getdate(buf, NULL);
+	if (when == -1)
+		return -1;
+	int64_t ms = ((int64_t)when - now_unix) * 1000;
+	if (ms < 0)
+		return 0;
+	return ms > RETRY_AFTER_MAX_MS ? RETRY_AFTER_MAX_MS : ms;
+}
+
+uint64_t otlp_client__backoff_ms(uint32_t attempt, uint64_t rnd)
+{
+	uint64_t base = BACKOFF_INITIAL_MS;
+	for (uint32_t i = 1; i < attempt && base < BACKOFF_MAX_MS; i++)
+		base *= 2;
+	if (base > BACKOFF_MAX_MS)
+		base = BACKOFF_MAX_MS;
+	/* Jitter in [base/2, base]: many agents restarted together do not
+	 * retry in lockstep. */
+	return base / 2 + rnd % (base / 2 + 1);
+}
+
+static uint64_t next_random(struct otlp_client *c)
+{
+	uint64_t x = c->rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	c->rng = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+static uint64_t hash_str(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return h;
+}
+
+/* Whether cause is new (then remembered): logs say each cause once. */
+static bool first_time(struct otlp_client *c, const char *cause)
+{
+	uint64_t h = hash_str(cause);
+	for (int i = 0; i < c->ncauses; i++)
+		if (c->causes[i] == h)
+			return false;
+	if (c->ncauses == MAX_CAUSES)
+		return false; /* enough said: the counters tell the rest */
+	c->causes[c->ncauses++] = h;
+	return true;
+}
+
+/* ---- queue */
+
+static void pop_head(struct otlp_client *c)
+{
+	struct otlp_req *r = c->head;
+	c->head = r->next;
+	if (!c->head)
+		c->tail = NULL;
+	c->stats.queue_bytes -= r->len;
+	c->stats.queue_requests--;
+	free(r);
+}
+
+static void drop_head(struct otlp_client *c)
+{
+	c->stats.dropped_items += c->head->items;
+	pop_head(c);
+}
+
+/* Drops the oldest request that is not in flight; false when there is none. */
+static bool drop_oldest(struct otlp_client *c)
+{
+	struct otlp_req *prev = NULL, *r = c->head;
+	if (c->in_flight && r) {
+		prev = r; /* curl is reading its bytes */
+		r = r->next;
+	}
+	if (!r)
+		return false;
+	if (!prev && c->retry_timer) {
+		loop__cancel(c->loop, c->retry_timer); /* it was waiting for its retry */
+		c->retry_timer = 0;
+	}
+	if (prev)
+		prev->next = r->next;
+	else
+		c->head = r->next;
+	if (c->tail == r)
+		c->tail = prev;
+	c->stats.queue_bytes -= r->len;
+	c->stats.queue_requests--;
+	c->stats.dropped_queue_full++;
+	c->stats.dropped_items += r->items;
+	free(r);
+	return true;
+}
+
+/* ---- curl on the loop */
+
+static void check_done(struct otlp_client *c);
+static void maybe_start(struct otlp_client *c);
+
+static void on_socket_ready(void *ctx, int fd, uint32_t events)
+{
+	struct otlp_client *c = ctx;
+	int mask = 0, running;
+	if (events & EPOLLIN)
+		mask |= CURL_CSELECT_IN;
+	if (events & EPOLLOUT)
+		mask |= CURL_CSELECT_OUT;
+	if (events & (EPOLLERR | EPOLLHUP))
+		mask |= CURL_CSELECT_ERR;
+	curl_multi_socket_action(c->multi, fd, mask, &running);
+	check_done(c);
+}
+
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct otlp_client *c = userp;
+	int i;
+	for (i = 0; i < c->nsocks && c->socks[i].fd != fd; i++)
+		;
+	if (what == CURL_POLL_REMOVE) {
+		loop__unwatch(c->loop, fd);
+		if (i < c->nsocks)
+			c->socks[i] = c->socks[--c->nsocks];
+		return 0;
+	}
+	if (i == c->nsocks) {
+		if (c->nsocks == c->capsocks) {
+			int cap = c->capsocks ? c->capsocks * 2 : 4;
+			struct watched_socket *n = realloc(c->socks, (size_t)cap * sizeof(*n));
+			if (!n)
+				return -1;
+			c->socks = n;
+			c->capsocks = cap;
+		}
+		c->nsocks++;
+	}
+	c->socks[i] = (struct watched_socket){fd, what};
+	uint32_t ev = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+	return loop__watch(c->loop, fd, ev, on_socket_ready, c) ? -1 : 0;
+}
+
+static void on_curl_timeout(void *ctx)
+{
+	struct otlp_client *c = ctx;
+	int running;
+	c->curl_timer = 0;
+	c->curl_timer_at_ns = 0;
+	curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	check_done(c);
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct otlp_client *c = userp;
+	if (c->curl_timer)
+		loop__cancel(c->loop, c->curl_timer);
+	c->curl_timer = 0;
+	c->curl_timer_at_ns = 0;
+	if (timeout_ms < 0)
+		return 0;
+	c->curl_timer_at_ns = loop__now_ns() + (uint64_t)timeout_ms * 1000000 + 1;
+	c->curl_timer = loop__after(c->loop, (uint64_t)timeout_ms, on_curl_timeout, c);
+	return c->curl_timer < 0 ? -1 : 0;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *userp)
+{
+	struct otlp_client *c = userp;
+	size_t len = size * n, keep = len;
+	if (c->resp_len + keep > MAX_RESPONSE_BYTES)
+		keep = MAX_RESPONSE_BYTES - c->resp_len;
+	if (keep) {
+		memcpy(c->resp + c->resp_len, data, keep);
+		c->resp_len += keep;
+	}
+	return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *userp)
+{
+	struct otlp_client *c = userp;
+	size_t len = size * n;
+	static const char name[] = "retry-after:";
+	if (len > sizeof(name) - 1 && !strncasecmp(data, name, sizeof(name) - 1)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		c->retry_after_ms = otlp_client__retry_after_ms(
+			data + sizeof(name) - 1, len - (sizeof(name) - 1), (int64_t)ts.tv_sec);
+	}
+	return len;
+}
+
+/* ---- outcomes */
+
+static void on_retry_timer(void *ctx)
+{
+	struct otlp_client *c = ctx;
+	c->retry_timer = 0;
+	maybe_start(c);
+}
+
+/* Printable excerpt of a response body for a log line ("" when binary). */
+static void body_excerpt(const struct otlp_client *c, char *out, size_t cap)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < c->resp_len && n + 1 < cap; i++) {
+		unsigned char ch = c->resp[i];
+		if (ch == '\n' || ch == '\r' || ch == '\t')
+			ch = ' ';
+		else if (ch < 0x20 || ch >= 0x7f) {
+			n = 0; /* binary (e.g. a google.rpc.Status): not worth printing */
+			break;
+		}
+		out[n++] = (char)ch;
+	}
+	out[n] = '\0';
+}
+
+/* protobuf-c's generated names are long. */
+typedef Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceResponse TraceResponse;
+typedef Opentelemetry__Proto__Collector__Metrics__V1__ExportMetricsServiceResponse MetricsResponse;
+#define trace_response_unpack \
+	opentelemetry__proto__collector__trace__v1__export_trace_service_response__unpack
+#define trace_response_free \
+	opentelemetry__proto__collector__trace__v1__export_trace_service_response__free_unpacked
+#define metrics_response_unpack \
+	opentelemetry__proto__collector__metrics__v1__export_metrics_service_response__unpack
+#define metrics_response_free \
+	opentelemetry__proto__collector__metrics__v1__export_metrics_service_response__free_unpacked
+
+/* A 2xx answer may carry partial success: items the backend rejected. */
+static void read_partial_success(struct otlp_client *c, uint64_t items)
+{
+	int64_t rejected = 0;
+	char message[512] = "";
+	bool valid;
+	if (!c->resp_len)
+		return;
+	if (c->is_traces) {
+		TraceResponse *m = trace_response_unpack(NULL, c->resp_len, c->resp);
+		valid = m != NULL;
+		if (m && m->partial_success) {
+			rejected = m->partial_success->rejected_spans;
+			snprintf(message, sizeof(message), "%s",
+				 m->partial_success->error_message ?: "");
+		}
+		if (m)
+			trace_response_free(m, NULL);
+	} else {
+		MetricsResponse *m = metrics_response_unpack(NULL, c->resp_len, c->resp);
+		valid = m != NULL;
+		if (m && m->partial_success) {
+			rejected = m->partial_success->rejected_data_points;
+			snprintf(message, sizeof(message), "%s",
+				 m->partial_success->error_message ?: "");
+		}
+		if (m)
+			metrics_response_free(m, NULL);
+	}
+	if (!valid) {
+		if (first_time(c, "unparseable response"))
+			log_warn("%s export: the backend answered 2xx with a body that is not an "
+				 "OTLP Export%sServiceResponse (%zu bytes); taken as success "
+				 "(logged once)",
+				 c->signal, c->is_traces ? "Trace" : "Metrics", c->resp_len);
+		return;
+	}
+	if (rejected > 0)
+		c->stats.rejected_items += (uint64_t)rejected;
+	if (rejected <= 0 && !message[0])
+		return;
+	char cause[600];
+	snprintf(cause, sizeof(cause), "partial success: %s", message);
+	if (first_time(c, cause))
+		log_warn("%s export: partial success: the backend rejected %lld of %llu %s: \"%s\" "
+			 "(each distinct message is logged once; rejections are counted)",
+			 c->signal, (long long)rejected, (unsigned long long)items, c->items_name,
+			 message);
+}
+
+static void notify_ready(struct otlp_client *c)
+{
+	if (c->ready_fn)
+		c->ready_fn(c->ready_ctx);
+}
+
+/* Why an attempt failed, for a log line. */
+static const char *failure_text(struct otlp_client *c, CURLcode res)
+{
+	return c->errbuf[0] ? c->errbuf : curl_easy_strerror(res);
+}
+
+static void on_success(struct otlp_client *c)
+{
+	struct otlp_req *r = c->head;
+	c->stats.requests_ok++;
+	c->stats.items_ok += r->items;
+	read_partial_success(c, r->items);
+	if (c->down_warned && !c->recovery_logged) {
+		c->recovery_logged = true;
+		log_info("%s export to %s works again (%llu attempts failed so far; the "
+			 "rastro_export_* self-metrics count later failures)",
+			 c->signal, c->cfg->endpoint,
+			 (unsigned long long)c->stats.failed_retryable);
+	}
+	pop_head(c);
+}
+
+/* Schedules the retry; false when the request is given up instead. */
+static bool on_retryable(struct otlp_client *c, CURLcode res, long status, const char *cause)
+{
+	struct otlp_req *r = c->head;
+	c->stats.failed_retryable++;
+	if (first_time(c, cause)) {
+		c->down_warned = true;
+		if (res != CURLE_OK)
+			log_warn("%s export to %s failed: %s; retrying with backoff (further "
+				 "failures of this kind are only counted)",
+				 c->signal, c->cfg->endpoint, failure_text(c, res));
+		else
+			log_warn("%s export to %s: HTTP %ld; retrying with backoff%s (further "
+				 "failures of this kind are only counted)",
+				 c->signal, c->cfg->endpoint, status,
+				 c->retry_after_ms >= 0 ? ", honouring Retry-After" : "");
+	}
+	uint64_t now = loop__now_ns();
+	if (now - r->first_attempt_ns > RETRY_MAX_ELAPSED_NS) {
+		if (first_time(c, "expired"))
+			log_warn("%s export: a request still failing after %llu s of retries is "
+				 "dropped (%llu %s); later ones are only counted",
+				 c->signal, RETRY_MAX_ELAPSED_NS / 1000000000ull,
+				 (unsigned long long)r->items, c->items_name);
+		c->stats.dropped_expired++;
+		drop_head(c);
+		return false;
+	}
+	uint64_t delay = c->retry_after_ms >= 0
+				 ? (uint64_t)c->retry_after_ms
+				 : otlp_client__backoff_ms(r->attempts, next_random(c));
+	c->stats.retries++;
+	c->retry_at_ns = now + delay * 1000000;
+	c->retry_timer = loop__after(c->loop, delay, on_retry_timer, c);
+	if (c->retry_timer < 0)
+		c->retry_timer = 0; /* out of memory: the next send or the flush retries */
+	return true;
+}
+
+/* 400 (bad data), 401/403 (credentials), 404 (wrong URL), 413 ...: sending
+ * the same bytes again cannot help. */
+static void on_permanent(struct otlp_client *c, CURLcode res, long status, const char *cause)
+{
+	struct otlp_req *r = c->head;
+	c->stats.failed_permanent++;
+	if (first_time(c, cause)) {
+		char excerpt[200];
+		body_excerpt(c, excerpt, sizeof(excerpt));
+		if (res != CURLE_OK)
+			log_warn("%s export to %s failed: %s; %llu %s dropped (logged once per "
+				 "cause; drops are counted)",
+				 c->signal, c->cfg->endpoint, failure_text(c, res),
+				 (unsigned long long)r->items, c->items_name);
+		else
+			log_warn("%s export to %s rejected with HTTP %ld%s%s%s; %llu %s dropped "
+				 "(logged once per status; drops are counted)",
+				 c->signal, c->cfg->endpoint, status, excerpt[0] ? " \"" : "",
+				 excerpt, excerpt[0] ? "\"" : "", (unsigned long long)r->items,
+				 c->items_name);
+	}
+	drop_head(c);
+}
+
+static void finish(struct otlp_client *c, CURLcode res, long status)
+{
+	char cause[64];
+	if (res != CURLE_OK)
+		snprintf(cause, sizeof(cause), "curl %d", (int)res);
+	else
+		snprintf(cause, sizeof(cause), "HTTP %ld", status);
+
+	switch (otlp_client__classify(res, status)) {
+	case OTLP_OK:
+		on_success(c);
+		break;
+	case OTLP_RETRY:
+		if (on_retryable(c, res, status, cause))
+			return; /* the head waits for its retry */
+		break;
+	case OTLP_DROP:
+		on_permanent(c, res, status, cause);
+		break;
+	}
+	maybe_start(c);
+	notify_ready(c);
+}
+
+static void check_done(struct otlp_client *c)
+{
+	CURLMsg *msg;
+	int left;
+	while ((msg = curl_multi_info_read(c->multi, &left))) {
+		if (msg->msg != CURLMSG_DONE || msg->easy_handle != c->easy)
+			continue;
+		CURLcode res = msg->data.result;
+		long status = 0;
+		curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+		curl_multi_remove_handle(c->multi, c->easy);
+		c->in_flight = false;
+		if (c->head)
+			finish(c, res, status);
+	}
+}
+
+static void maybe_start(struct otlp_client *c)
+{
+	if (c->in_flight || c->retry_timer || !c->head)
+		return;
+	struct otlp_req *r = c->head;
+	c->resp_len = 0;
+	c->retry_after_ms = -1;
+	c->errbuf[0] = '\0';
+	curl_easy_setopt(c->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->len);
+	curl_easy_setopt(c->easy, CURLOPT_POSTFIELDS, (void *)r->body);
+	if (curl_multi_add_handle(c->multi, c->easy) != CURLM_OK) {
+		/* Out of memory: try again in a second rather than stall. */
+		c->retry_at_ns = loop__now_ns() + 1000000000ull;
+		c->retry_timer = loop__after(c->loop, 1000, on_retry_timer, c);
+		if (c->retry_timer < 0)
+			c->retry_timer = 0;
+		return;
+	}
+	if (!r->first_attempt_ns)
+		r->first_attempt_ns = loop__now_ns();
+	r->attempts++;
+	c->in_flight = true;
+	c->stats.requests_sent++;
+}
+
+/* ---- API */
+
+static struct curl_slist *build_headers(const struct otlp_signal *cfg)
+{
+	struct curl_slist *h = NULL, *n;
+	char line[1024];
+	h = curl_slist_append(h, "Content-Type: application/x-protobuf");
+	/* curl sends "Expect: 100-continue" for big bodies and then waits up to
+	 * a second for the answer: pointless against OTLP receivers. */
+	if (h && (n = curl_slist_append(h, "Expect:")))
+		h = n;
+	if (h && cfg->gzip && (n = curl_slist_append(h, "Content-Encoding: gzip")))
+		h = n;
+	for (int i = 0; h && i < cfg->headers.count; i++) {
+		const char *k = cfg->headers.key[i], *v = cfg->headers.value[i];
+		if (strpbrk(k, "\r\n:") || strpbrk(v, "\r\n") || !*k) {
+			log_warn("OTLP header \"%s\" is not a valid HTTP header: not sent", k);
+			continue;
+		}
+		snprintf(line, sizeof(line), "%s: %s", k, v);
+		if ((n = curl_slist_append(h, line)))
+			h = n;
+	}
+	return h;
+}
+
+struct otlp_client *otlp_client__new(struct loop *loop, const struct otlp_signal *cfg,
+				     const char *signal, uint64_t max_queue_bytes)
+{
+	struct otlp_client *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	if (!curl_users++ && curl_global_init(CURL_GLOBAL_DEFAULT)) {
+		curl_users--;
+		free(c);
+		return NULL;
+	}
+	c->loop = loop;
+	c->cfg = cfg;
+	snprintf(c->signal, sizeof(c->signal), "%s", signal);
+	c->is_traces = !strcmp(signal, "traces");
+	c->items_name = c->is_traces ? "spans" : "data points";
+	c->max_queue_bytes = max_queue_bytes;
+	c->retry_after_ms = -1;
+	c->rng = loop__now_ns() ^ (uintptr_t)c ^ 0x9E3779B97F4A7C15ULL;
+	c->resp = malloc(MAX_RESPONSE_BYTES);
+	c->multi = curl_multi_init();
+	c->easy = curl_easy_init();
+	c->headers = build_headers(cfg);
+	if (!c->resp || !c->multi || !c->easy || !c->headers) {
+		otlp_client__free(c);
+		return NULL;
+	}
+	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+
+	CURL *e = c->easy;
+	curl_easy_setopt(e, CURLOPT_URL, cfg->endpoint);
+	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "rastro/" RASTRO_VERSION);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	return c;
+}
+
+void otlp_client__free(struct otlp_client *c)
+{
+	if (!c)
+		return;
+	if (c->head) {
+		uint64_t items = 0;
+		for (struct otlp_req *r = c->head; r; r = r->next)
+			items += r->items;
+		log_warn("%s export: %llu %s in %llu requests were not exported at shutdown",
+			 c->signal, (unsigned long long)items, c->items_name,
+			 (unsigned long long)c->stats.queue_requests);
+	}
+	if (c->retry_timer)
+		loop__cancel(c->loop, c->retry_timer);
+	if (c->in_flight)
+		curl_multi_remove_handle(c->multi, c->easy);
+	if (c->easy)
+		curl_easy_cleanup(c->easy);
+	if (c->multi)
+		curl_multi_cleanup(c->multi); /* closes the cached connection: REMOVE callbacks */
+	if (c->curl_timer)
+		loop__cancel(c->loop, c->curl_timer);
+	for (int i = 0; i < c->nsocks; i++)
+		loop__unwatch(c->loop, c->socks[i].fd);
+	curl_slist_free_all(c->headers);
+	while (c->head)
+		pop_head(c);
+	free(c->socks);
+	free(c->resp);
+	free(c);
+	if (!--curl_users)
+		curl_global_cleanup();
+}
+
+/* gzip (RFC 1952) of body into a new request; NULL when out of memory. */
+static struct otlp_req *gzip_request(const uint8_t *body, size_t len)
+{
+	z_stream z = {0};
+	if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+	    Z_OK)
+		return NULL;
+	size_t bound = deflateBound(&z, (uLong)len);
+	struct otlp_req *r = malloc(sizeof(*r) + bound);
+	if (!r) {
+		deflateEnd(&z);
+		return NULL;
+	}
+	z.next_in = (Bytef *)body;
+	z.avail_in = (uInt)len;
+	z.next_out = r->body;
+	z.avail_out = (uInt)bound;
+	int rc = deflate(&z, Z_FINISH);
+	size_t out = z.total_out;
+	deflateEnd(&z);
+	if (rc != Z_STREAM_END) {
+		free(r);
+		return NULL;
+	}
+	struct otlp_req *shrunk = realloc(r, sizeof(*r) + out);
+	r = shrunk ? shrunk : r;
+	r->len = out;
+	return r;
+}
+
+void otlp_client__send(struct otlp_client *c, const uint8_t *body, size_t len, uint64_t items)
+{
+	struct otlp_req *r;
+	if (c->cfg->gzip) {
+		r = gzip_request(body, len);
+	} else {
+		r = malloc(sizeof(*r) + len);
+		if (r) {
+			memcpy(r->body, body, len);
+			r->len = len;
+		}
+	}
+	if (!r || r->len > c->max_queue_bytes) {
+		if (first_time(c, r ? "too big" : "out of memory"))
+			log_warn("%s export: a request of %zu bytes (%llu %s) was dropped: %s",
+				 c->signal, r ? r->len : len, (unsigned long long)items,
+				 c->items_name,
+				 r ? "larger than otlp.max_queue_bytes" : "out of memory");
+		c->stats.dropped_queue_full++;
+		c->stats.dropped_items += items;
+		free(r);
+		return;
+	}
+	r->next = NULL;
+	r->items = items;
+	r->first_attempt_ns = 0;
+	r->attempts = 0;
+	/* Oldest data goes first: the newest describes the present best. The
+	 * request in flight stays (curl reads its bytes). */
+	while (c->stats.queue_bytes + r->len > c->max_queue_bytes && drop_oldest(c))
+		;
+	if (c->tail)
+		c->tail->next = r;
+	else
+		c->head = r;
+	c->tail = r;
+	c->stats.queue_bytes += r->len;
+	c->stats.queue_requests++;
+	maybe_start(c);
+}
+
+void otlp_client__on_ready(struct otlp_client *c, void (*fn)(void *ctx), void *ctx)
+{
+	c->ready_fn = fn;
+	c->ready_ctx = ctx;
+}
+
+uint64_t otlp_client__waiting(const struct otlp_client *c)
+{
+	uint64_t n = c->stats.queue_requests;
+	return c->in_flight || c->retry_timer ? n - 1 : n;
+}
+
+void otlp_client__stats(const struct otlp_client *c, struct otlp_client_stats *out)
+{
+	*out = c->stats;
+}
+
+const char *otlp_client__signal(const struct otlp_client *c)
+{
+	return c->signal;
+}
+
+/* ---- shutdown flush: the loop no longer runs, so poll curl's sockets here */
+
+static bool flush_pending(struct otlp_client *c, uint64_t now, uint64_t deadline_ns)
+{
+	if (!c || !c->head)
+		return false;
+	if (!c->in_flight && c->retry_timer) {
+		if (c->retry_at_ns > deadline_ns)
+			return false; /* would wait past the deadline: given up */
+		if (c->retry_at_ns <= now) {
+			loop__cancel(c->loop, c->retry_timer);
+			c->retry_timer = 0;
+		}
+	}
+	if (!c->in_flight && !c->retry_timer)
+		maybe_start(c);
+	return c->in_flight || c->retry_timer;
+}
+
+bool otlp_client__flush_many(struct otlp_client **cs, int n, uint64_t deadline_ms)
+{
+	uint64_t deadline_ns = deadline_ms * 1000000;
+	for (;;) {
+		uint64_t now = loop__now_ns();
+		bool pending = false;
+		for (int i = 0; i < n; i++)
+			pending |= flush_pending(cs[i], now, deadline_ns);
+		if (!pending || now >= deadline_ns)
+			break;
+
+		struct pollfd fds[32];
+		struct otlp_client *owner[32];
+		int nfds = 0;
+		uint64_t wake = deadline_ns;
+		for (int i = 0; i < n; i++) {
+			struct otlp_client *c = cs[i];
+			if (!c)
+				continue;
+			for (int s = 0; s < c->nsocks && nfds < 32; s++, nfds++) {
+				fds[nfds].fd = c->socks[s].fd;
+				fds[nfds].events = (c->socks[s].what & CURL_POLL_IN ? POLLIN : 0) |
+						   (c->socks[s].what & CURL_POLL_OUT ? POLLOUT : 0);
+				fds[nfds].revents = 0;
+				owner[nfds] = c;
+			}
+			if (c->curl_timer_at_ns && c->curl_timer_at_ns < wake)
+				wake = c->curl_timer_at_ns;
+			if (!c->in_flight && c->retry_timer && c->retry_at_ns < wake)
+				wake = c->retry_at_ns;
+		}
+		int timeout = wake > now ? (int)((wake - now + 999999) / 1000000) : 0;
+		int ready = poll(fds, (nfds_t)nfds, timeout);
+		if (ready < 0 && errno != EINTR)
+			break;
+		for (int f = 0; f < nfds && ready > 0; f++) {
+			if (!fds[f].revents)
+				continue;
+			uint32_t ev = (fds[f].revents & POLLIN ? EPOLLIN : 0) |
+				      (fds[f].revents & POLLOUT ? EPOLLOUT : 0) |
+				      (fds[f].revents & (POLLERR | POLLHUP) ? EPOLLERR : 0);
+			on_socket_ready(owner[f], fds[f].fd, ev);
+		}
+		now = loop__now_ns();
+		for (int i = 0; i < n; i++)
+			if (cs[i] && cs[i]->curl_timer_at_ns && cs[i]->curl_timer_at_ns <= now) {
+				loop__cancel(cs[i]->loop, cs[i]->curl_timer);
+				on_curl_timeout(cs[i]);
+			}
+	}
+	bool all = true;
+	for (int i = 0; i < n; i++)
+		if (cs[i] && cs[i]->head)
+			all = false;
+	return all;
+}
+
+bool otlp_client__flush(struct otlp_client *c, uint64_t deadline_ms)
+{
+	return otlp_client__flush_many(&c, 1, deadline_ms);
+}
