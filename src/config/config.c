@@ -113,8 +113,9 @@ static const struct setting settings[] = {
 	 NULL},
 	{"http.max_pipelined_requests", NULL, {"RASTRO_MAX_PIPELINED_REQUESTS"}, T_UINT,
 	 OFF(max_pending_requests), "64", 1, 4096, NULL,
-	 "Requests awaiting a response on one connection; beyond it, the oldest is reported "
-	 "without a response and counted.",
+	 "Requests awaiting a response on one connection (pipelining); beyond it, HTTP reports "
+	 "the oldest without a response and database protocols stop reporting the extra ones; "
+	 "both are counted as pipeline_overflow.",
 	 NULL},
 
 	/* routes */
@@ -876,9 +877,27 @@ static void load_mapping(struct loader *ld, yaml_node_t *map, const char *prefix
 	}
 }
 
-static int load_file(struct rastro_config *cfg, const char *path)
+/* Loads one YAML document from an initialised parser (file or text). */
+static int load_yaml(struct rastro_config *cfg, const char *path, yaml_parser_t *parser)
 {
 	struct loader ld = {.cfg = cfg, .path = path};
+	if (!yaml_parser_load(parser, &ld.doc)) {
+		fprintf(stderr, "rastro: invalid configuration: %s, line %lu: YAML syntax: %s\n", path,
+			(unsigned long)parser->problem_mark.line + 1,
+			parser->problem ? parser->problem : "unreadable");
+		return -1;
+	}
+	yaml_node_t *root = yaml_document_get_root_node(&ld.doc);
+	if (root && root->type == YAML_MAPPING_NODE)
+		load_mapping(&ld, root, "");
+	else if (root && !(root->type == YAML_SCALAR_NODE && !*scalar(root)))
+		invalid(&ld, "(top level)", root, "a mapping of configuration keys");
+	yaml_document_delete(&ld.doc);
+	return ld.errors ? -1 : 0;
+}
+
+static int load_file(struct rastro_config *cfg, const char *path)
+{
 	yaml_parser_t parser;
 	FILE *f = fopen(path, "r");
 	if (!f) {
@@ -888,23 +907,10 @@ static int load_file(struct rastro_config *cfg, const char *path)
 	}
 	yaml_parser_initialize(&parser);
 	yaml_parser_set_input_file(&parser, f);
-	if (!yaml_parser_load(&parser, &ld.doc)) {
-		fprintf(stderr, "rastro: invalid configuration: %s, line %lu: YAML syntax: %s\n", path,
-			(unsigned long)parser.problem_mark.line + 1,
-			parser.problem ? parser.problem : "unreadable");
-		yaml_parser_delete(&parser);
-		fclose(f);
-		return -1;
-	}
-	yaml_node_t *root = yaml_document_get_root_node(&ld.doc);
-	if (root && root->type == YAML_MAPPING_NODE)
-		load_mapping(&ld, root, "");
-	else if (root && !(root->type == YAML_SCALAR_NODE && !*scalar(root)))
-		invalid(&ld, "(top level)", root, "a mapping of configuration keys");
-	yaml_document_delete(&ld.doc);
+	int rc = load_yaml(cfg, path, &parser);
 	yaml_parser_delete(&parser);
 	fclose(f);
-	return ld.errors ? -1 : 0;
+	return rc;
 }
 
 /* ---- environment and defaults */
@@ -1185,6 +1191,16 @@ void config__write_help(FILE *out)
 			rule_settings[i].help);
 }
 
+/* A Markdown table cell: '|' would end the cell. */
+static void md_cell(FILE *out, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '|')
+			fputc('\\', out);
+		fputc(*s, out);
+	}
+}
+
 void config__write_reference(FILE *out)
 {
 	fprintf(out, "| Key | Environment | Type | Default | Beyla | Description |\n");
@@ -1193,10 +1209,15 @@ void config__write_reference(FILE *out)
 		const struct setting *st = &settings[i];
 		char envs[256];
 		env_list(st, envs, sizeof(envs));
-		fprintf(out, "| `%s`%s%s%s | %s | %s | %s%s%s | %s | %s |\n", st->key,
-			st->alias ? " (also `" : "", st->alias ? st->alias : "", st->alias ? "`)" : "",
-			envs[0] ? envs : "-", type_name(st), st->def ? "`" : "", st->def ? st->def : "-",
-			st->def ? "`" : "", st->beyla ? "same" : "rastro only", st->help);
+		fprintf(out, "| `%s`%s%s%s | %s | ", st->key, st->alias ? " (also `" : "",
+			st->alias ? st->alias : "", st->alias ? "`)" : "", envs[0] ? envs : "-");
+		md_cell(out, type_name(st));
+		fprintf(out, " | %s", st->def ? "`" : "-");
+		if (st->def)
+			md_cell(out, st->def);
+		fprintf(out, "%s | %s | ", st->def ? "`" : "", st->beyla ? "same" : "rastro only");
+		md_cell(out, st->help);
+		fprintf(out, " |\n");
 	}
 	for (size_t i = 0; i < N_RULE_SETTINGS; i++) {
 		const struct setting *st = &rule_settings[i];
@@ -1282,6 +1303,21 @@ int config__load(struct rastro_config *cfg, int argc, char **argv)
 		return CONFIG_EXIT_INVALID;
 	}
 	if (finish(cfg))
+		return CONFIG_EXIT_INVALID;
+	return 0;
+}
+
+int config__load_text(struct rastro_config *cfg, const char *text, size_t len)
+{
+	yaml_parser_t parser;
+	memset(cfg, 0, sizeof(*cfg));
+	if (apply_defaults(cfg))
+		return CONFIG_EXIT_INVALID;
+	yaml_parser_initialize(&parser);
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	int rc = load_yaml(cfg, "(text)", &parser);
+	yaml_parser_delete(&parser);
+	if (rc || finish(cfg))
 		return CONFIG_EXIT_INVALID;
 	return 0;
 }

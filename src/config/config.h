@@ -140,6 +140,10 @@ struct rastro_config {
  * CONFIG_EXIT_INVALID; or returns 1 after --help/--version (exit 0). */
 int config__load(struct rastro_config *cfg, int argc, char **argv);
 void config__free(struct rastro_config *cfg);
+/* The file stage of config__load on YAML text (no command line, no
+ * environment variables but those finish() reads): the fuzz target's entry.
+ * cfg is always filled enough for config__free, also on error. */
+int config__load_text(struct rastro_config *cfg, const char *text, size_t len);
 
 /* Markdown table of every setting, from the settings table (docs generator). */
 void config__write_reference(FILE *out);
