@@ -28,6 +28,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EINPROGRESS 115
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
+#define RCV_SHUTDOWN 1
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_read 0
@@ -325,6 +326,12 @@ static __always_inline int on_data(struct pt_regs *regs, long nr, long ret, __u3
 
 	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u32 seq_after = direction == RASTRO_DIR_EGRESS ? tp->write_seq : tp->copied_seq;
+	/* A read that consumed the peer's FIN advanced copied_seq one past the
+	 * data (the FIN takes a sequence number): then everything up to rcv_nxt
+	 * is consumed and the receive side is shut down. */
+	if (direction == RASTRO_DIR_INGRESS && (sk->sk_shutdown & RCV_SHUTDOWN) &&
+	    seq_after == tp->rcv_nxt)
+		seq_after--;
 
 	/* 32-bit copy through a barrier: clang otherwise reuses the 64-bit
 	 * return value, whose bounds the verifier cannot see. */

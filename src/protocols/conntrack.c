@@ -295,6 +295,12 @@ void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev
 		.bytes = ev->bytes,
 		.gap = c->seq_known[dir] && c->next_seq[dir] != ev->seq,
 	};
+	if (ch.gap)
+		log_debug("connection %llu (pid %u, port %u->%u): %s bytes lost: expected sequence %u, "
+			  "got %u (%u bytes, syscall %u)",
+			  (unsigned long long)c->id, ev->hdr.tgid, ev->tuple.local_port,
+			  ev->tuple.remote_port, dir == RASTRO_DIR_INGRESS ? "received" : "sent",
+			  c->next_seq[dir], ev->seq, ev->bytes, ev->syscall);
 	c->seq_known[dir] = true;
 	c->next_seq[dir] = ev->seq + ev->bytes;
 

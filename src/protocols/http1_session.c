@@ -616,13 +616,17 @@ static void on_flip(struct http1_session *s, bool now_req)
 static void on_gap(struct http1_session *s, bool is_req, const struct chunk *ch)
 {
 	struct dir_state *d = is_req ? &s->req : &s->resp;
+	/* Resume at once if this chunk starts a message, else at the next turn. */
+	bool starts = ch->captured && (is_req ? http1__looks_like_request(ch->data, ch->captured)
+					      : http1__looks_like_response(ch->data, ch->captured));
 	drop_buffer(d);
 	if (!is_req) {
 		/* Responses were lost: they answered the older pending requests, which
-		 * are dropped and counted. The newest request is kept for the response
-		 * that follows (without pipelining, the usual case, that is right). */
+		 * are dropped and counted. When this chunk starts a response, the
+		 * newest request is kept for it (without pipelining, the usual case,
+		 * that is right); otherwise its response was cut: dropped too. */
 		uint64_t n = 0;
-		while (s->head && s->head != s->tail) {
+		while (s->head && (s->head != s->tail || !starts)) {
 			struct pending *p = fifo_pop(s);
 			if (!p->orphan)
 				n++;
@@ -639,10 +643,7 @@ static void on_gap(struct http1_session *s, bool is_req, const struct chunk *ch)
 		if (n)
 			conn__count(s->conn, CONN_LOST_EVENTS, n);
 	}
-	/* Resume at once if this chunk starts a message, else at the next turn. */
-	bool starts = is_req ? http1__looks_like_request(ch->data, ch->captured)
-			     : http1__looks_like_response(ch->data, ch->captured);
-	d->st = starts && ch->captured ? S_IDLE : S_DESYNC;
+	d->st = starts ? S_IDLE : S_DESYNC;
 }
 
 static void http1_data(void *state, struct conn *c, const struct chunk *ch)

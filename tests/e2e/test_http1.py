@@ -409,3 +409,45 @@ def test_untraced_process_is_not_reported(rastro, perl_app, servers, tmp_path):
     recs = r.settle(quiet=1.0)
     assert [x["url.path"] for x in recs] == ["/products"]
     assert f"instrumenting pid {other.pid} " not in r.stderr()
+
+
+SPLIT_CLOSE_SERVER = r"""
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+while True:
+    c, _ = s.accept()
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        more = c.recv(4096)
+        if not more:
+            break
+        buf += more
+    if b"\r\n\r\n" not in buf:
+        c.close()  # a probe that connected and left
+        continue
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n")
+    time.sleep(0.2)
+    c.sendall(b"0123456789")
+    c.close()
+"""
+
+
+def test_client_read_that_consumes_fin(rastro, perl_app, servers, tmp_path):
+    """The traced app is the client; the server sends its head, then the body
+    and FIN together. The read that returns the body also consumes the FIN,
+    which takes a TCP sequence number: that must not look like lost bytes."""
+    port = free_port()
+    script = tmp_path / "split_close.py"
+    script.write_text(SPLIT_CLOSE_SERVER)
+    servers(["/usr/bin/python3", str(script), str(port)], port, log=tmp_path / "sc.log")
+    r = rastro(config_for_ports(perl_app.port))
+    r.wait_traced(perl_app.pid)
+    for _ in range(3):
+        assert get(perl_app.port, f"/call?url=http://127.0.0.1:{port}/x") == (200, b"downstream 200")
+    clients = r.wait_records(3, lambda x: x["kind"] == "CLIENT")
+    assert [(x["http.response.status_code"], x["http.response.body.size"]) for x in clients] == [
+        (200, 10)] * 3
+    assert all(x["duration_ns"] >= 200e6 for x in clients)
+    r.stop()
+    assert "events_lost=0 " in r.stderr(), r.stderr()[-500:]

@@ -7,6 +7,7 @@ import urllib.request
 import pytest
 
 from conftest import APPS, free_port, needs_root, wait_for
+from otlp_fixtures import attrs, otlp_receiver  # noqa: F401  (fixture)
 from test_http1 import get, start_nginx
 
 pytestmark = needs_root
@@ -23,12 +24,15 @@ def by_service(recs, name, kind):
     return [r for r in recs if r["service.name"] == name and r["kind"] == kind]
 
 
-def test_three_services_one_trace(rastro, servers, tmp_path):
+def test_three_services_one_trace(rastro, servers, tmp_path, otlp_receiver):
     """Perl (Mojolicious) -> Python (http.server) -> nginx, one rastro, no
     header injection: one trace, SERVER/CLIENT/SERVER/CLIENT/SERVER, each the
-    child of the one before, timings nested."""
+    child of the one before, timings nested; checked on the printer's records
+    and on the OTLP spans decoded with the official definitions."""
     perl_port, py_port, ngx_port = free_port(), free_port(), free_port()
-    r = rastro(instrument((perl_port, "front"), (py_port, "middle"), (ngx_port, "back")))
+    r = rastro(instrument((perl_port, "front"), (py_port, "middle"), (ngx_port, "back")),
+               env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.traces_url,
+                    "OTEL_BSP_SCHEDULE_DELAY": "100"})
     ngx = start_nginx(servers, tmp_path, ngx_port)
     py = servers(["/usr/bin/python3", str(APPS / "pyapp.py"), str(py_port), "--threads"], py_port,
                  log=tmp_path / "py.log")
@@ -60,6 +64,26 @@ def test_three_services_one_trace(rastro, servers, tmp_path):
     assert mid_cli["http.response.status_code"] == 200
     assert back_srv["url.path"] == "/index.html"
     assert mid_srv["url.path"] == "/call"
+
+    # The same trace as the backend receives it.
+    spans = otlp_receiver.wait_spans(5)
+    assert len(spans) == 5
+    by_id = {s["spanId"]: s for s in spans}
+    want = [("front", "SPAN_KIND_SERVER", "GET /call"), ("front", "SPAN_KIND_CLIENT", "GET"),
+            ("middle", "SPAN_KIND_SERVER", "GET /call"), ("middle", "SPAN_KIND_CLIENT", "GET"),
+            ("back", "SPAN_KIND_SERVER", "GET /index.html")]
+    otlp_chain = [by_id[x["span_id"]] for x in chain]
+    assert [(s["_resource"]["service.name"], s["kind"], s["name"]) for s in otlp_chain] == want
+    assert {s["traceId"] for s in otlp_chain} == {front_srv["trace_id"]}
+    assert "parentSpanId" not in otlp_chain[0]
+    for parent, child in zip(otlp_chain, otlp_chain[1:]):
+        assert child["parentSpanId"] == parent["spanId"]
+        assert int(child["startTimeUnixNano"]) >= int(parent["startTimeUnixNano"])
+        assert int(child["endTimeUnixNano"]) <= int(parent["endTimeUnixNano"])
+    a = [attrs(s["attributes"]) for s in otlp_chain]
+    assert a[1]["server.port"] == py_port and a[1]["http.response.status_code"] == 200
+    assert a[3]["url.full"] == f"http://127.0.0.1:{ngx_port}/index.html"
+    assert a[4]["http.route"] == "/index.html"
 
 
 def test_incoming_traceparent_is_honoured(rastro, perl_app):
@@ -156,3 +180,32 @@ def test_parent_based_follows_incoming_flag(rastro, perl_app):
         "traceparent": "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
     recs = r.wait_records(2)
     assert [x["sampled"] for x in recs] == [False, True]
+
+
+def test_always_off_exports_nothing(rastro, perl_app, otlp_receiver):
+    r = rastro(instrument((perl_app.port, "svc")),
+               env={"OTEL_TRACES_SAMPLER": "always_off",
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.traces_url,
+                    "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    r.wait_traced(perl_app.pid)
+    for _ in range(20):
+        get(perl_app.port, "/products")
+    r.wait_records(20)
+    r.stop()  # flushes whatever was queued
+    assert otlp_receiver.spans() == []
+    assert "spans handed to the client=0 " in r.stderr()
+
+
+def test_ratio_sampler_exports_what_it_keeps(rastro, perl_app, otlp_receiver):
+    r = rastro(instrument((perl_app.port, "svc")),
+               env={"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5",
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.traces_url,
+                    "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    r.wait_traced(perl_app.pid)
+    many_requests(perl_app.port, 400)
+    recs = r.wait_records(400, timeout=60)
+    r.stop()
+    kept = {x["span_id"] for x in recs if x["sampled"]}
+    exported = {s["spanId"] for s in otlp_receiver.spans()}
+    assert exported == kept
+    assert 100 < len(kept) < 300
