@@ -359,11 +359,13 @@ static void evaluate(struct discovery *d, uint32_t pid, enum port_check how, uin
 	void *cur = u64map__get(&d->pids, pid);
 	if (cur) {
 		struct service *s = &d->services[(uintptr_t)cur - 1];
-		/* Still the same program under the same entry: nothing to do. */
-		if (rule == s->rule && !strcmp(exe, s->exe_path))
+		/* The service's own process exec'd the same program again (a hot
+		 * restart): nothing changes. */
+		if (pid == s->root_pid && rule == s->rule && !strcmp(exe, s->exe_path))
 			return;
-		/* Exec'd into something else (a forked worker running a CGI, say):
-		 * stop attributing it to the old service. */
+		/* A forked child that exec'd a program (a CGI, a `sh -c`, another
+		 * server) is no longer its parent's worker: it becomes a service
+		 * instance of its own if it matches an entry, else untraced. */
 		capture__untrace(d->cap, pid);
 		forget_pid(d, pid);
 	}
