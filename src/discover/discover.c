@@ -11,6 +11,7 @@
 
 #include "capture/capture.h"
 #include "common/u64map.h"
+#include "common/utf8.h"
 #include "log.h"
 
 struct discovery {
@@ -247,7 +248,10 @@ static struct service *alloc_service(struct discovery *d)
 static void base_name(const char *path, char *out, size_t len)
 {
 	const char *slash = strrchr(path, '/');
-	snprintf(out, len, "%s", slash ? slash + 1 : path);
+	const char *base = slash ? slash + 1 : path;
+	/* Whole characters only when it has to be cut. */
+	size_t n = utf8__sanitize(base, strlen(base), out, len - 1);
+	out[n] = '\0';
 }
 
 static int trace_pid(struct discovery *d, uint32_t pid, struct service *s)
@@ -293,13 +297,15 @@ static int start_service(struct discovery *d, uint32_t pid, int rule, const char
 	}
 	s->root_pid = pid;
 	s->rule = rule;
-	snprintf(s->exe_path, sizeof(s->exe_path), "%s", exe);
+	/* A file name is any bytes; what rastro reports is UTF-8. */
+	size_t n = utf8__sanitize(exe, strlen(exe), s->exe_path, sizeof(s->exe_path) - 1);
+	s->exe_path[n] = '\0';
 	if (r->name)
 		snprintf(s->name, sizeof(s->name), "%s", r->name);
 	else if (d->cfg->service_name)
 		snprintf(s->name, sizeof(s->name), "%s", d->cfg->service_name);
 	else
-		base_name(exe, s->name, sizeof(s->name));
+		base_name(s->exe_path, s->name, sizeof(s->name));
 	const char *ns = r->namespace_ ? r->namespace_ : d->cfg->service_namespace;
 	snprintf(s->namespace_, sizeof(s->namespace_), "%s", ns ? ns : "");
 	snprintf(s->instance_id, sizeof(s->instance_id), "%s:%u", d->hostname, pid);

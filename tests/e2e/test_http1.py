@@ -451,3 +451,16 @@ def test_client_read_that_consumes_fin(rastro, perl_app, servers, tmp_path):
     assert all(x["duration_ns"] >= 200e6 for x in clients)
     r.stop()
     assert "events_lost=0 " in r.stderr(), r.stderr()[-500:]
+
+
+def test_invalid_utf8_is_replaced(rastro, perl_app):
+    """A client can send any bytes; rastro reports valid UTF-8 (U+FFFD for
+    the bytes that are not), so JSON lines and OTLP strings stay valid."""
+    r = rastro(config_for_ports(perl_app.port))
+    r.wait_traced(perl_app.pid)
+    with socket.create_connection(("127.0.0.1", perl_app.port)) as s:
+        s.sendall(b"GET /caf\xe9/\xc3\xa9?q=\xff HTTP/1.1\r\nHost: x\r\nUser-Agent: a\xfeb\r\n\r\n")
+        recv_responses(s, 1)
+    (rec,) = r.wait_records(1)
+    assert rec["url.path"] == "/caf\ufffd/\u00e9"
+    assert rec["user_agent.original"] == "a\ufffdb"
