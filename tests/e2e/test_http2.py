@@ -11,29 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, config_for_ports, free_port, needs_root
+from conftest import APPS, config_for_ports, free_port, needs_root
 
 pytestmark = needs_root
 
 PYTHON = "/usr/bin/python3"
 GREETER = APPS / "grpc_greeter.py"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-
-def _max_iov():
-    m = re.search(r"#define RASTRO_MAX_IOV (\d+)", (ROOT / "src/bpf/rastro.h").read_text())
-    return int(m.group(1)) if m else 0
-
-
-# gRPC C-core writes a response (HEADERS, DATA, trailers) as one sendmsg of
-# many small slices, and coalesces the frames of many streams in one call.
-# The kernel side copies at most RASTRO_MAX_IOV iovecs per syscall: with 8,
-# the first response of each connection and batches of concurrent responses
-# lose their last frames, and with them the HPACK table that later
-# grpc-status fields refer to. Measured: 128 covers these tests.
-needs_iov = pytest.mark.xfail(
-    _max_iov() < 64, strict=True,
-    reason=f"kernel side copies {_max_iov()} iovecs per syscall; gRPC C-core needs more")
 
 
 def exe(name):
@@ -98,7 +82,6 @@ def grpc_base(rec, kind, port):
     assert "http.request.method" not in rec and "url.path" not in rec
 
 
-@needs_iov
 def test_grpc_server_unary_streaming_errors(rastro, servers, tmp_path, stubs):
     srv = grpc_server(servers, tmp_path, stubs)
     r = rastro(config_for_ports(srv.port, name="greeter"))
@@ -136,7 +119,6 @@ def max_in_flight(recs):
     return best
 
 
-@needs_iov
 def test_grpc_server_concurrent_calls_one_channel(rastro, servers, tmp_path, stubs):
     """25 SayHello (the i-th sleeping 100 + 4 i ms) and 25 Fail in flight at
     once on one channel: each stream keeps its own method, status and end.
@@ -166,7 +148,6 @@ def test_grpc_server_concurrent_calls_one_channel(rastro, servers, tmp_path, stu
     assert max_in_flight(recs) >= 25
 
 
-@needs_iov
 def test_grpc_incoming_traceparent(rastro, servers, tmp_path, stubs):
     srv = grpc_server(servers, tmp_path, stubs)
     r = rastro(config_for_ports(srv.port, name="greeter"))
@@ -229,7 +210,6 @@ def copy_interpreter(tmp_path, name):
     return str(dst)
 
 
-@needs_iov
 def test_grpc_client_spans(rastro, servers, tmp_path, stubs):
     srv = grpc_server(servers, tmp_path, stubs)
     interp = copy_interpreter(tmp_path, "greeter-client-python3")
@@ -507,7 +487,6 @@ def test_h2c_upgrade_client(rastro, apache, tmp_path):
     assert rec["process.pid"] == pid
 
 
-@needs_iov
 def test_grpc_client_and_server_one_trace(rastro, servers, tmp_path, stubs):
     """Both ends traced by one rastro: each server span is the child of the
     client span of the same stream (matched by the TCP sequence number of the
