@@ -68,11 +68,22 @@ uint32_t discovery__traced_processes(const struct discovery *d)
 
 static int read_exe(uint32_t pid, char *buf, size_t len)
 {
+	static bool warned;
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%u/exe", pid);
 	ssize_t n = readlink(path, buf, len - 1);
-	if (n < 0)
+	if (n < 0) {
+		/* Without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, other users'
+		 * processes are invisible: say so once instead of finding nothing. */
+		if ((errno == EACCES || errno == EPERM) && !warned) {
+			warned = true;
+			log_warn("cannot read %s (%s): discovery needs CAP_SYS_PTRACE and "
+				 "CAP_DAC_READ_SEARCH to see processes of other users; they are "
+				 "not instrumented",
+				 path, strerror(errno));
+		}
 		return -1;
+	}
 	buf[n] = '\0';
 	/* A binary replaced on disk shows as "/path (deleted)". */
 	char *del = strstr(buf, " (deleted)");

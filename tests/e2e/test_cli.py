@@ -117,3 +117,14 @@ def test_log_level_from_beyla_variable(rastro, perl_app):
     import time
     time.sleep(2)
     assert " INFO " not in q.stderr() and " DEBUG " not in q.stderr()
+
+
+@needs_root
+def test_missing_ptrace_is_said_not_silent():
+    r = subprocess.run(
+        ["capsh", "--drop=cap_sys_ptrace,cap_dac_read_search", "--", "-c",
+         f"timeout -s INT 3 {RASTRO} --config {SEED}"],
+        capture_output=True, text=True, timeout=30,
+        env={"PATH": os.environ["PATH"], "RASTRO_PROMETHEUS_PORT": "0"})
+    assert "discovery needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH" in r.stderr
+    assert r.stderr.count("discovery needs CAP_SYS_PTRACE") == 1
