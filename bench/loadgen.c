@@ -7,7 +7,9 @@
  *   loadgen --port P [--host 127.0.0.1] [--path /] [--rate R] [--requests N]
  *           [--connections C] [--seconds S]
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -8,9 +8,32 @@
 
 static const uint8_t v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
+/* "a.b.c.d" into out (at least 16 bytes); returns its length. inet_ntop
+ * goes through sprintf: this runs for every span, twice. */
+static size_t format_v4(const uint8_t a[4], char *out)
+{
+	char *p = out;
+	for (int i = 0; i < 4; i++) {
+		unsigned v = a[i];
+		if (v >= 100) {
+			*p++ = (char)('0' + v / 100);
+			v %= 100;
+			*p++ = (char)('0' + v / 10);
+		} else if (v >= 10) {
+			*p++ = (char)('0' + v / 10);
+		}
+		*p++ = (char)('0' + v % 10);
+		*p++ = '.';
+	}
+	p[-1] = '\0';
+	return (size_t)(p - 1 - out);
+}
+
 void semconv__format_addr(const uint8_t addr[16], char *out, size_t len)
 {
-	if (!memcmp(addr, v4_mapped, 12))
+	if (!memcmp(addr, v4_mapped, 12) && len >= INET_ADDRSTRLEN)
+		format_v4(addr + 12, out);
+	else if (!memcmp(addr, v4_mapped, 12))
 		inet_ntop(AF_INET, addr + 12, out, (socklen_t)len);
 	else
 		inet_ntop(AF_INET6, addr, out, (socklen_t)len);
@@ -117,56 +140,93 @@ bool semconv__is_error(const struct request *r)
 
 static const char *db_system_name(enum db_system s);
 
+/* Appends n bytes of s at out[*o], truncating at cap - 1 (room for the NUL). */
+static void append(char *out, size_t cap, size_t *o, const char *s, size_t n)
+{
+	if (*o + n >= cap)
+		n = cap - 1 - *o;
+	memcpy(out + *o, s, n);
+	*o += n;
+}
+
+/* Built with memcpy: snprintf's format parsing cost more than the rest of
+ * a span's encoding. */
 size_t semconv__span_name(const struct request *r, char *out, size_t len)
 {
-	int n;
+	const char *a = NULL, *b = NULL;
+	size_t alen = 0, blen = 0, o = 0;
+	if (!len)
+		return 0;
 	switch (r->kind) {
 	case REQ_HTTP_SERVER:
 	case REQ_HTTP_CLIENT:
-		if (request__has(r->route) && r->kind == REQ_HTTP_SERVER)
-			n = snprintf(out, len, "%s %s", semconv__method(r), request__str(r, r->route));
-		else
-			n = snprintf(out, len, "%s", r->method_known ? request__str(r, r->method) : "HTTP");
+		if (request__has(r->route) && r->kind == REQ_HTTP_SERVER) {
+			a = semconv__method(r);
+			alen = r->method_known ? r->method.len : strlen(a);
+			b = request__str(r, r->route), blen = r->route.len;
+		} else if (r->method_known) {
+			a = request__str(r, r->method), alen = r->method.len;
+		} else {
+			a = "HTTP", alen = 4;
+		}
 		break;
 	case REQ_GRPC_SERVER:
 	case REQ_GRPC_CLIENT:
 		/* {rpc.method}, or {rpc.system.name} when the method is not known */
-		n = snprintf(out, len, "%s",
-			     request__has(r->rpc_method) ? request__str(r, r->rpc_method) : "grpc");
+		if (request__has(r->rpc_method))
+			a = request__str(r, r->rpc_method), alen = r->rpc_method.len;
+		else
+			a = "grpc", alen = 4;
 		break;
 	case REQ_DB_CLIENT:
-		if (request__has(r->db_operation) && request__has(r->db_collection))
-			n = snprintf(out, len, "%s %s", request__str(r, r->db_operation),
-				     request__str(r, r->db_collection));
-		else if (request__has(r->db_operation))
-			n = snprintf(out, len, "%s", request__str(r, r->db_operation));
-		else /* the conventions' fallback: the system's name */
-			n = snprintf(out, len, "%s", db_system_name(r->db_system));
+		if (request__has(r->db_operation)) {
+			a = request__str(r, r->db_operation), alen = r->db_operation.len;
+			if (request__has(r->db_collection))
+				b = request__str(r, r->db_collection), blen = r->db_collection.len;
+		} else { /* the conventions' fallback: the system's name */
+			a = db_system_name(r->db_system), alen = strlen(a);
+		}
 		break;
 	default:
-		n = snprintf(out, len, "request");
+		a = "request", alen = 7;
 	}
-	return n < 0 ? 0 : (size_t)n >= len ? len - 1 : (size_t)n;
+	append(out, len, &o, a, alen);
+	if (b) {
+		append(out, len, &o, " ", 1);
+		append(out, len, &o, b, blen);
+	}
+	out[o] = '\0';
+	return o;
 }
 
-static void str_attr(attr_fn fn, void *ctx, const char *key, const char *s, size_t len)
+/* Keys are string literals: their length is known at compile time (the ""
+ * concatenation refuses anything else), so encoders need no strlen. */
+#define KEY(k) "" k "", sizeof("" k "") - 1
+
+static void str_attr_k(attr_fn fn, void *ctx, const char *key, size_t klen, const char *s,
+		       size_t len)
 {
-	struct attr a = {.key = key, .type = ATTR_STRING, .str = s, .len = len};
+	struct attr a = {.key = key, .klen = (uint16_t)klen, .type = ATTR_STRING, .str = s,
+			 .len = len};
 	fn(ctx, &a);
 }
 
-static void rstr_attr(attr_fn fn, void *ctx, const char *key, const struct request *r,
-		      struct rstr s)
+static void rstr_attr_k(attr_fn fn, void *ctx, const char *key, size_t klen,
+			const struct request *r, struct rstr s)
 {
 	if (request__has(s))
-		str_attr(fn, ctx, key, request__str(r, s), s.len);
+		str_attr_k(fn, ctx, key, klen, request__str(r, s), s.len);
 }
 
-static void int_attr(attr_fn fn, void *ctx, const char *key, int64_t v)
+static void int_attr_k(attr_fn fn, void *ctx, const char *key, size_t klen, int64_t v)
 {
-	struct attr a = {.key = key, .type = ATTR_INT, .num = v};
+	struct attr a = {.key = key, .klen = (uint16_t)klen, .type = ATTR_INT, .num = v};
 	fn(ctx, &a);
 }
+
+#define str_attr(fn, ctx, key, s, len) str_attr_k(fn, ctx, KEY(key), s, len)
+#define rstr_attr(fn, ctx, key, r, s) rstr_attr_k(fn, ctx, KEY(key), r, s)
+#define int_attr(fn, ctx, key, v) int_attr_k(fn, ctx, KEY(key), v)
 
 static const char *db_system_name(enum db_system s)
 {
@@ -269,9 +329,13 @@ static void grpc_attributes(const struct request *r, const char *local, const ch
 void semconv__span_attributes(const struct request *r, const struct rastro_config *cfg,
 			      attr_fn fn, void *ctx)
 {
-	char local[INET6_ADDRSTRLEN], remote[INET6_ADDRSTRLEN], buf[16];
-	semconv__format_addr(r->tuple.local_addr, local, sizeof(local));
+	char local[INET6_ADDRSTRLEN] = "", remote[INET6_ADDRSTRLEN], buf[16];
+	const char *host;
+	/* The local address is only the fallback server.address of a server
+	 * span without a Host (:authority): formatted only then. */
 	semconv__format_addr(r->tuple.remote_addr, remote, sizeof(remote));
+	if (semconv__is_server(r) && !host_name(r, &host))
+		semconv__format_addr(r->tuple.local_addr, local, sizeof(local));
 	const char *err = semconv__error_type(r, buf, sizeof(buf));
 	bool server = semconv__is_server(r);
 

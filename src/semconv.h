@@ -14,6 +14,7 @@ enum attr_type { ATTR_STRING, ATTR_INT };
 
 struct attr {
 	const char *key;
+	uint16_t klen;   /* strlen(key), when the producer knows it (0: not known) */
 	enum attr_type type;
 	const char *str; /* ATTR_STRING */
 	size_t len;

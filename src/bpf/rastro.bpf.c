@@ -86,6 +86,13 @@ const volatile __u32 selftest_reject = 0;
 /* Unique connection ids; 0 is never used. */
 __u64 next_conn_id = 1;
 
+/* One bit per possible tgid, set while the process has an entry in the
+ * traced map (set after the insert, cleared before the delete, by the agent
+ * through the mmap'ed .bss and by the fork/exit hooks). Every read/write of
+ * every process on the machine asks whether it is traced: a bit test costs
+ * a load, the hash lookup it saves a hash and a bucket walk. */
+__u64 traced_bits[RASTRO_TRACED_BITS_WORDS];
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20); /* resized by the agent */
@@ -133,6 +140,11 @@ static __always_inline void stat_inc(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
 		*v += 1;
+}
+
+static __always_inline bool maybe_traced(__u32 tgid)
+{
+	return traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)] & (1ull << (tgid & 63));
 }
 
 static __always_inline __u64 wakeup_flags(void)
@@ -408,9 +420,20 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 	case NR_recvmsg:
 	case NR_sendmsg:
 	case NR_sendfile:
+		/* Nothing moved (EAGAIN, EOF, an error): nothing to report, for any
+		 * process. Checked first: a nonblocking server ends each burst of
+		 * reads with an EAGAIN. */
+		if (ret <= 0)
+			return 0;
+		break;
 	case NR_accept:
 	case NR_accept4:
+		if (ret < 0)
+			return 0;
+		break;
 	case NR_connect:
+		if (ret != 0 && ret != -EINPROGRESS)
+			return 0;
 		break;
 	case NR_listen:
 		/* Any process: discovery learns of new listening ports here. */
@@ -426,28 +449,24 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 	}
 
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!maybe_traced(tgid))
+		return 0;
 	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
 	if (!t)
 		return 0;
 
 	if (nr == NR_accept || nr == NR_accept4) {
-		if (ret >= 0) {
-			struct sock *sk = fd_to_tcp_sock(ret);
-			if (sk)
-				conn_get(sk, tgid, RASTRO_ROLE_SERVER);
-		}
+		struct sock *sk = fd_to_tcp_sock(ret);
+		if (sk)
+			conn_get(sk, tgid, RASTRO_ROLE_SERVER);
 		return 0;
 	}
 	if (nr == NR_connect) {
-		if (ret == 0 || ret == -EINPROGRESS) {
-			struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
-			if (sk)
-				conn_get(sk, tgid, RASTRO_ROLE_CLIENT);
-		}
+		struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
+		if (sk)
+			conn_get(sk, tgid, RASTRO_ROLE_CLIENT);
 		return 0;
 	}
-	if (ret <= 0)
-		return 0;
 	return on_data(regs, nr, ret, tgid, t);
 }
 
@@ -494,6 +513,8 @@ int BPF_PROG(rastro_fork, struct task_struct *parent, struct task_struct *child)
 	if (child->pid != child->tgid)
 		return 0; /* a new thread, already covered by its process */
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
+	if (!maybe_traced(ptgid))
+		return 0;
 	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &ptgid);
 	if (!t)
 		return 0;
@@ -503,6 +524,8 @@ int BPF_PROG(rastro_fork, struct task_struct *parent, struct task_struct *child)
 		stat_inc(RASTRO_LOSS_TRACED_MAP_FULL);
 		return 0;
 	}
+	__sync_fetch_and_or(&traced_bits[(ctgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)],
+			    1ull << (ctgid & 63));
 	emit_proc(RASTRO_EV_FORK, ctgid, ptgid, nt.service_id, 0);
 	return 0;
 }
@@ -516,10 +539,14 @@ int BPF_PROG(rastro_exit, struct task_struct *p)
 	if (p->signal->live.counter != 0)
 		return 0;
 	__u32 tgid = p->tgid;
+	if (!maybe_traced(tgid))
+		return 0;
 	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
 	if (!t)
 		return 0;
 	__u32 service_id = t->service_id;
+	__sync_fetch_and_and(&traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)],
+			     ~(1ull << (tgid & 63)));
 	bpf_map_delete_elem(&traced, &tgid);
 	emit_proc(RASTRO_EV_EXIT, tgid, 0, service_id, 0);
 	return 0;

@@ -13,6 +13,9 @@
 /* Largest payload copied per syscall. Power of two: offsets are masked with
  * (RASTRO_CAPTURE_MAX - 1) so the verifier can bound every copy. */
 #define RASTRO_CAPTURE_MAX 4096
+/* Words of the traced-tgid bitmap: one bit for every tgid up to Linux's
+ * PID_MAX_LIMIT (4194304 on 64-bit). */
+#define RASTRO_TRACED_BITS_WORDS (4194304 / 64)
 /* iovecs copied per readv/writev/recvmsg/sendmsg; bytes beyond are counted. */
 #define RASTRO_MAX_IOV 128
 

@@ -8,15 +8,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "rastro.skel.h"
 
+/* The ring buffer, read in place (see capture__drain). */
+struct ring {
+	uint64_t *consumer_pos;     /* the page the agent writes */
+	const uint64_t *producer_pos; /* the page the kernel writes, then the data, mapped twice */
+	const uint8_t *data;
+	uint64_t mask;              /* data size - 1 */
+	uint64_t release_every;     /* bytes consumed between two updates of consumer_pos */
+	size_t page;
+	int fd;
+};
+
 struct capture {
 	struct rastro_bpf *skel;
-	struct ring_buffer *rb;
+	struct ring ring;
 	capture_event_fn fn;
 	void *ctx;
 	int ncpus;
@@ -99,11 +111,38 @@ static int check_privileges(void)
 	return 0;
 }
 
-static int on_event(void *ctx, void *data, size_t size)
+/* Maps the ring as libbpf does: the consumer page read-write, the producer
+ * page and the data read-only, the data twice in a row so that a record that
+ * wraps around the end reads as one. */
+static int ring_map(struct ring *r, int fd, uint64_t size)
 {
-	struct capture *cap = ctx;
-	cap->fn(cap->ctx, data, size);
+	r->fd = fd;
+	r->page = (size_t)sysconf(_SC_PAGESIZE);
+	r->mask = size - 1;
+	r->release_every = size / 4;
+	void *c = mmap(NULL, r->page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (c == MAP_FAILED)
+		return -errno;
+	void *p = mmap(NULL, r->page + 2 * size, PROT_READ, MAP_SHARED, fd, (off_t)r->page);
+	if (p == MAP_FAILED) {
+		int err = -errno;
+		munmap(c, r->page);
+		return err;
+	}
+	r->consumer_pos = c;
+	r->producer_pos = p;
+	r->data = (const uint8_t *)p + r->page;
 	return 0;
+}
+
+static void ring_unmap(struct ring *r)
+{
+	if (r->consumer_pos)
+		munmap(r->consumer_pos, r->page);
+	if (r->producer_pos)
+		munmap((void *)r->producer_pos, r->page + 2 * (r->mask + 1));
+	r->consumer_pos = NULL;
+	r->producer_pos = NULL;
 }
 
 int capture__open(struct capture **out, const struct rastro_config *cfg, capture_event_fn fn,
@@ -181,16 +220,17 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 		}
 	}
 
-	cap->rb = ring_buffer__new(bpf_map__fd(cap->skel->maps.events), on_event, cap, NULL);
-	if (!cap->rb) {
-		err = -errno;
+	err = ring_map(&cap->ring, bpf_map__fd(cap->skel->maps.events),
+		       bpf_map__max_entries(cap->skel->maps.events));
+	if (err) {
 		fprintf(stderr, "rastro: cannot map the ring buffer: %s\n", strerror(-err));
 		goto cleanup;
 	}
 	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes +
 			 (uint64_t)cfg->max_connections * (sizeof(struct rastro_conn) + 8 + 64) +
 			 (uint64_t)cfg->max_processes * (sizeof(struct rastro_traced) + 4 + 64) +
-			 (uint64_t)cap->ncpus * (sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX);
+			 (uint64_t)cap->ncpus * (sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX) +
+			 sizeof(cap->skel->bss->traced_bits);
 	*out = cap;
 	return 0;
 
@@ -203,19 +243,77 @@ void capture__close(struct capture *cap)
 {
 	if (!cap)
 		return;
-	ring_buffer__free(cap->rb);
+	ring_unmap(&cap->ring);
 	rastro_bpf__destroy(cap->skel);
 	free(cap);
 }
 
 int capture__fd(const struct capture *cap)
 {
-	return ring_buffer__epoll_fd(cap->rb);
+	return cap->ring.fd; /* readable when the kernel forces a wakeup and data waits */
 }
 
+/* Record header of the BPF ring buffer (kernel's struct bpf_ringbuf_hdr). */
+#define RING_HDR 8
+
+/*
+ * Delivers every record the kernel committed, in order. Unlike libbpf's
+ * ring_buffer__consume, which publishes its position after every record, the
+ * position is published once per drain (and every quarter ring during a long
+ * one): the kernel reads it on every reservation, so each publication costs
+ * the traced thread's CPU a cache miss on that line.
+ */
 int capture__drain(struct capture *cap)
 {
-	return ring_buffer__consume(cap->rb);
+	return capture__drain_max(cap, 0);
+}
+
+int capture__drain_max(struct capture *cap, int max)
+{
+	struct ring *r = &cap->ring;
+	uint64_t cons = __atomic_load_n(r->consumer_pos, __ATOMIC_ACQUIRE);
+	uint64_t published = cons;
+	int n = 0;
+	for (;;) {
+		uint64_t prod = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
+		if (cons >= prod)
+			break;
+		while (cons < prod) {
+			if (max > 0 && n >= max)
+				goto done;
+			const uint32_t *hdr = (const uint32_t *)(r->data + (cons & r->mask));
+			uint32_t len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
+			if (len & BPF_RINGBUF_BUSY_BIT)
+				goto done; /* still being written: the next drain takes it */
+			uint32_t size = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+			if (!(len & BPF_RINGBUF_DISCARD_BIT)) {
+				cap->fn(cap->ctx, (const uint8_t *)hdr + RING_HDR, size);
+				n++;
+			}
+			cons += (size + RING_HDR + 7) & ~7ull;
+			if (cons - published >= r->release_every) {
+				__atomic_store_n(r->consumer_pos, cons, __ATOMIC_RELEASE);
+				published = cons;
+			}
+		}
+	}
+done:
+	if (cons != published)
+		__atomic_store_n(r->consumer_pos, cons, __ATOMIC_RELEASE);
+	return n;
+}
+
+/* The kernel's prefilter bit of tgid (traced_bits in rastro.bpf.c), in the
+ * mmap'ed .bss; set and cleared atomically, as the fork/exit hooks change
+ * other bits of the same word. */
+static void traced_bit(struct capture *cap, uint32_t tgid, bool on)
+{
+	__u64 *word = &cap->skel->bss->traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)];
+	__u64 bit = 1ull << (tgid & 63);
+	if (on)
+		__atomic_fetch_or(word, bit, __ATOMIC_SEQ_CST);
+	else
+		__atomic_fetch_and(word, ~bit, __ATOMIC_SEQ_CST);
 }
 
 int capture__trace(struct capture *cap, uint32_t tgid, uint32_t service_id)
@@ -223,11 +321,13 @@ int capture__trace(struct capture *cap, uint32_t tgid, uint32_t service_id)
 	struct rastro_traced t = {.service_id = service_id};
 	if (bpf_map__update_elem(cap->skel->maps.traced, &tgid, sizeof(tgid), &t, sizeof(t), BPF_ANY))
 		return -errno;
+	traced_bit(cap, tgid, true); /* after the entry exists */
 	return 0;
 }
 
 int capture__untrace(struct capture *cap, uint32_t tgid)
 {
+	traced_bit(cap, tgid, false); /* before the entry goes */
 	if (bpf_map__delete_elem(cap->skel->maps.traced, &tgid, sizeof(tgid), 0) && errno != ENOENT)
 		return -errno;
 	return 0;
@@ -248,6 +348,20 @@ int capture__stats(struct capture *cap, uint64_t out[RASTRO_STAT__COUNT])
 	}
 	free(percpu);
 	return 0;
+}
+
+int capture__check_map_access(struct capture *cap)
+{
+	uint64_t *percpu = calloc(cap->ncpus, sizeof(uint64_t));
+	uint32_t key = 0;
+	int err = 0;
+	if (!percpu)
+		return -ENOMEM;
+	if (bpf_map__lookup_elem(cap->skel->maps.stats, &key, sizeof(key), percpu,
+				 sizeof(uint64_t) * cap->ncpus, 0))
+		err = -errno;
+	free(percpu);
+	return err;
 }
 
 uint64_t capture__map_bytes(const struct capture *cap)

@@ -24,11 +24,16 @@ void capture__close(struct capture *cap);
 int capture__fd(const struct capture *cap);
 /* Delivers every queued event; returns how many. */
 int capture__drain(struct capture *cap);
+/* Delivers up to max queued events (all when max <= 0); returns how many. */
+int capture__drain_max(struct capture *cap, int max);
 
 int capture__trace(struct capture *cap, uint32_t tgid, uint32_t service_id);
 int capture__untrace(struct capture *cap, uint32_t tgid);
 /* Sums the per-CPU counters of enum rastro_loss_cause. */
 int capture__stats(struct capture *cap, uint64_t out[RASTRO_STAT__COUNT]);
+/* Whether this process can still use its maps (a lookup), e.g. after dropping
+ * capabilities: 0, or the negative errno of the refusal. */
+int capture__check_map_access(struct capture *cap);
 /* Kernel memory held by rastro's maps, in bytes (approximate). */
 uint64_t capture__map_bytes(const struct capture *cap);
 /* Names of the loss causes, for metrics and logs. */

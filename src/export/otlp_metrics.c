@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/utf8.h"
 #include "discover/discover.h"
 #include "export/resource.h"
 #include "metrics/self_metrics.h"
@@ -99,7 +100,7 @@ static char *arena_str(struct arena *a, const char *s, size_t len)
 		return (char *)"";
 	size_t o = 0, i = 0;
 	while (i < len) {
-		size_t n = metrics__utf8_char(s + i, len - i);
+		size_t n = utf8__char_len(s + i, len - i);
 		if (n) {
 			memcpy(out + o, s + i, n);
 			o += n;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/loop.h"
+#include "common/utf8.h"
 #include "discover/discover.h"
 #include "export/resource.h"
 #include "log.h"
@@ -82,7 +83,7 @@ static void write_value(FILE *out, const char *s, size_t len)
 			fputs("\\n", out);
 			i++;
 		} else {
-			size_t n = metrics__utf8_char(s + i, len - i);
+			size_t n = utf8__char_len(s + i, len - i);
 			if (n) {
 				fwrite(s + i, 1, n, out);
 				i += n;

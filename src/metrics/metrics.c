@@ -154,6 +154,10 @@ struct metrics {
 	uint64_t hash_mask;	  /* all ones; fewer bits in unit tests force collisions */
 	struct u64map by_service; /* struct service * -> svc_entry */
 	struct svc_entry *first, *last;
+	/* The series of the previous record: consecutive records of one service
+	 * mostly share their attributes (one route under load), and comparing
+	 * the key costs less than hashing it and probing the map. */
+	struct series *recent;
 	int nhist[REQ__COUNT];
 	const double *bounds[REQ__COUNT][3];
 	int nbounds[REQ__COUNT][3];
@@ -301,6 +305,15 @@ static uint64_t key_hash(const unsigned char *p, size_t n)
 	return h ? h : 1; /* u64map keys are non-zero */
 }
 
+/* semconv__method's value, without its strlen. */
+static void key_method(struct keybuf *k, const struct request *r)
+{
+	if (r->method_known)
+		key_rstr(k, r, r->method);
+	else
+		key_str(k, "_OTHER", 6);
+}
+
 /* Host header without its port, else the peer's address. */
 static void key_server_address(struct keybuf *k, const struct request *r, bool use_host)
 {
@@ -348,7 +361,7 @@ static void build_key(struct keybuf *k, const struct request *r)
 	k->n += sizeof(svc);
 	switch (r->kind) {
 	case REQ_HTTP_SERVER:
-		key_cstr(k, semconv__method(r));
+		key_method(k, r);
 		key_int(k, r->status > 0, r->status);
 		key_rstr(k, r, r->route);
 		key_str(k, "http", 4);
@@ -356,7 +369,7 @@ static void build_key(struct keybuf *k, const struct request *r)
 		key_cstr(k, err);
 		break;
 	case REQ_HTTP_CLIENT:
-		key_cstr(k, semconv__method(r));
+		key_method(k, r);
 		key_int(k, r->status > 0, r->status);
 		key_server_address(k, r, true);
 		key_int(k, true, r->tuple.remote_port);
@@ -518,6 +531,8 @@ static void unlink_series(struct svc_entry *e, struct series *s)
 static void remove_series(struct metrics *m, struct series *s)
 {
 	struct svc_entry *e = s->svc;
+	if (m->recent == s)
+		m->recent = NULL;
 	unlink_series(e, s);
 	if (s->overflow) {
 		e->overflow[s->kind] = NULL;
@@ -615,13 +630,17 @@ void metrics__record(struct metrics *m, const struct request *r, uint64_t now_ns
 	}
 	struct keybuf k;
 	build_key(&k, r);
-	uint64_t hash = key_hash(k.b, k.n) & m->hash_mask;
-	hash = hash ? hash : 1; /* u64map keys are non-zero */
-	struct series *s = u64map__get(&m->by_hash, hash);
-	while (s && (s->klen != k.n || memcmp(s->key, k.b, k.n)))
-		s = s->hash_next;
-	if (!s && !(s = new_series(m, r, &k, hash, now_ns)))
-		return;
+	struct series *s = m->recent;
+	if (!s || s->overflow || s->klen != k.n || memcmp(s->key, k.b, k.n)) {
+		uint64_t hash = key_hash(k.b, k.n) & m->hash_mask;
+		hash = hash ? hash : 1; /* u64map keys are non-zero */
+		s = u64map__get(&m->by_hash, hash);
+		while (s && (s->klen != k.n || memcmp(s->key, k.b, k.n)))
+			s = s->hash_next;
+		if (!s && !(s = new_series(m, r, &k, hash, now_ns)))
+			return;
+		m->recent = s;
+	}
 	s->last_ns = now_ns;
 
 	enum request_kind kind = r->kind;
@@ -711,39 +730,4 @@ void metrics__foreach_point(const struct metrics *m, int metric, const struct se
 	}
 	for (const struct svc_entry *e = m->first; e; e = e->next)
 		entry_points(m, e, metric, fn, ctx);
-}
-
-size_t metrics__utf8_char(const char *str, size_t n)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	if (!n)
-		return 0;
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return 1;
-	size_t len;
-	unsigned char lo = 0x80, hi = 0xBF; /* range of the second byte */
-	if (c >= 0xC2 && c <= 0xDF) {
-		len = 2;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		len = 3;
-		if (c == 0xE0)
-			lo = 0xA0; /* overlong */
-		else if (c == 0xED)
-			hi = 0x9F; /* surrogates */
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		len = 4;
-		if (c == 0xF0)
-			lo = 0x90; /* overlong */
-		else if (c == 0xF4)
-			hi = 0x8F; /* beyond U+10FFFF */
-	} else {
-		return 0;
-	}
-	if (n < len || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-	return len;
 }

@@ -107,9 +107,4 @@ uint64_t metrics__start_ns(const struct metrics *m);
 void metrics__set_hash_mask(struct metrics *m, uint64_t mask);
 const char *metrics__drop_name(int which);
 
-/* Length of the valid UTF-8 character at s[0..n), or 0 when the bytes there
- * are not valid UTF-8. Attribute values come from the network: exporters
- * replace invalid bytes (Prometheus and protobuf strings must be UTF-8). */
-size_t metrics__utf8_char(const char *s, size_t n);
-
 #endif

@@ -10,6 +10,10 @@
 /* Chunks without a recognised protocol before a connection is ignored. */
 #define MAX_DETECT_ATTEMPTS 8
 #define STASH_MAX 48
+/* A connection moves to the recent end of the idle list at most this often:
+ * a move writes its two neighbours (cache misses on every event otherwise),
+ * and expiry (minutes) does not need a finer order. */
+#define LRU_STEP_NS 1000000000ull
 
 static const struct proto_ops *const protocols[] = {
 	&http2_proto, /* before http1: the preface "PRI * HTTP/2.0" reads like a request line */
@@ -37,6 +41,7 @@ struct conn {
 	void *switch_state;
 	uint32_t switch_offset;
 	uint64_t last_ns;
+	uint64_t lru_ns; /* when it last moved in the idle list */
 	/* A first chunk too short to tell the protocol ("GE"), kept to be read
 	 * again together with the next one. */
 	uint8_t stash_len, stash_dir;
@@ -54,6 +59,7 @@ struct conntrack {
 	request_sink_fn sink;
 	void *sink_ctx;
 	struct u64map conns;
+	struct conn *recent; /* of the last event: syscalls of one connection come in runs */
 	struct conn *lru_head, *lru_tail;
 	struct conntrack_stats stats;
 };
@@ -171,6 +177,8 @@ static void conn_destroy(struct conntrack *ct, struct conn *c, uint64_t ts)
 		c->proto->free(c->state);
 	}
 	u64map__remove(&ct->conns, c->id);
+	if (ct->recent == c)
+		ct->recent = NULL;
 	lru_unlink(ct, c);
 	service__unref(c->service);
 	free(c);
@@ -184,6 +192,7 @@ static struct conn *conn_create(struct conntrack *ct, const struct rastro_data_e
 		return NULL;
 	c->id = ev->conn_id;
 	c->tgid = ev->hdr.tgid;
+	c->lru_ns = ev->hdr.ts_ns;
 	c->role_hint = ev->role;
 	c->tuple = ev->tuple;
 	c->service = svc;
@@ -263,7 +272,9 @@ static void detect(struct conn *c, struct chunk *ch)
 void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev,
 			const char *payload)
 {
-	struct conn *c = u64map__get(&ct->conns, ev->conn_id);
+	struct conn *c = ct->recent;
+	if (!c || c->id != ev->conn_id)
+		c = u64map__get(&ct->conns, ev->conn_id);
 	if (!c) {
 		struct service *svc = discovery__service(ct->disc, ev->service_id);
 		if (!svc) {
@@ -276,10 +287,12 @@ void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev
 			return;
 		}
 	}
+	ct->recent = c;
 	c->last_ns = ev->hdr.ts_ns;
-	if (c->lru_next) { /* move to the most recent end */
+	if (c->lru_next && c->last_ns - c->lru_ns >= LRU_STEP_NS) { /* to the most recent end */
 		lru_unlink(ct, c);
 		lru_append(ct, c);
+		c->lru_ns = c->last_ns;
 	}
 	if (c->role_hint == RASTRO_ROLE_UNKNOWN)
 		c->role_hint = ev->role;

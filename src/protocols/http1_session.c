@@ -58,7 +58,6 @@ struct http1_session {
 	struct pending *head, *tail; /* awaiting or receiving a response, oldest first */
 	struct pending *receiving;   /* request whose body is still arriving */
 	uint32_t npending;
-	struct pending orphan;       /* stands in for a response we cannot pair */
 	void *h2c;                   /* HTTP/2 state taking over after a 101 to h2c */
 	struct conn *conn;
 };
@@ -174,8 +173,7 @@ static void response_done(struct http1_session *s, uint64_t ts)
 	fifo_pop(s);
 	if (!p->orphan)
 		emit(s, p, ts, s->resp.body_bytes);
-	if (p != &s->orphan)
-		pending_free(p);
+	pending_free(p);
 }
 
 /* Splits request-target into path and query, stores them. */
@@ -243,7 +241,7 @@ static void on_request_head(struct http1_session *s, const struct http1_head *h,
 		conn__count(s->conn, CONN_LOST_PIPELINE_OVERFLOW, 1);
 		if (old && !old->orphan)
 			emit(s, old, d->head_ts, 0);
-		if (old && old != &s->orphan)
+		if (old)
 			pending_free(old);
 	}
 	struct pending *p = pending_new();
@@ -316,11 +314,16 @@ static void on_response_head(struct http1_session *s, const struct http1_head *h
 	if (!p) {
 		/* A response to a request we did not see (the connection predates
 		 * rastro, or events were lost): follow its framing, report nothing. */
-		p = &s->orphan;
+		/* Allocated when needed, not kept in every session: a record is
+		 * 4 KiB, and idle keep-alive connections are many. */
+		p = pending_new();
+		if (!p) {
+			conn__count(s->conn, CONN_LOST_NO_MEMORY, 1);
+			d->st = S_DESYNC;
+			return;
+		}
 		memset(&p->rec, 0, offsetof(struct request, arena));
-		p->next = NULL;
 		p->orphan = true;
-		p->has_response = false;
 		fifo_push(s, p);
 	}
 	if (interim) {
@@ -609,7 +612,12 @@ static void on_flip(struct http1_session *s, bool now_req)
 		if (s->resp.st == S_DESYNC)
 			s->resp.st = S_IDLE;
 	}
-	drop_buffer(now_req ? &s->resp : &s->req);
+	/* A head cut short by the turn is junk, unless requests are pending: then
+	 * the other side is answering earlier ones and the head is the start of a
+	 * pipelined message (nginx reads 1 KiB, answers the requests in it, then
+	 * reads the rest of the last one), continued by the next chunk. */
+	if (!s->head)
+		drop_buffer(now_req ? &s->resp : &s->req);
 }
 
 /* Bytes were lost before this chunk: whatever was in flight is unreliable. */
@@ -630,15 +638,13 @@ static void on_gap(struct http1_session *s, bool is_req, const struct chunk *ch)
 			struct pending *p = fifo_pop(s);
 			if (!p->orphan)
 				n++;
-			if (p != &s->orphan)
-				pending_free(p);
+			pending_free(p);
 		}
 		if (s->head && s->head->has_response) {
 			struct pending *p = fifo_pop(s);
 			if (!p->orphan)
 				n++;
-			if (p != &s->orphan)
-				pending_free(p);
+			pending_free(p);
 		}
 		if (n)
 			conn__count(s->conn, CONN_LOST_EVENTS, n);
@@ -688,8 +694,7 @@ static void http1_close(void *state, struct conn *c, uint64_t ts)
 			else
 				emit(s, p, ts, 0);
 		}
-		if (p != &s->orphan)
-			pending_free(p);
+		pending_free(p);
 	}
 	s->req.st = s->resp.st = S_IDLE;
 }
@@ -699,8 +704,7 @@ static void http1_free(void *state)
 	struct http1_session *s = state;
 	struct pending *p;
 	while ((p = fifo_pop(s)))
-		if (p != &s->orphan)
-			pending_free(p);
+		pending_free(p);
 	dir_reset(&s->req);
 	dir_reset(&s->resp);
 	if (s->h2c)

@@ -21,19 +21,46 @@ struct ctx {
 	bool remote_parent;      /* the parent came from a traceparent header */
 	bool server;
 	uint32_t pid, tid;
-	uint64_t client_key;     /* registered as the client end of a connection */
-	uint64_t waiting_key;    /* a server waiting for its client end */
+	/* Registered in the link index under this key: as the client end of a
+	 * connection (client), or as a server waiting for its client end. */
+	uint64_t link_key;
 	uint64_t last_ns;
 	struct ctx *prev, *next; /* least recently used first */
+};
+
+/* The two big indexes (span id -> context, link key -> context) are open
+ * addressing tables of (key, context) pairs: a lookup, insert or removal is
+ * one cache line, where a map with separate key and value arrays costs two
+ * and chained buckets one per link walked. Each context is in each index at
+ * most once, so a size of twice MAX_CONTEXTS keeps the load at most 1/2 and
+ * the tables never grow. */
+#define INDEX_SLOTS (2 * MAX_CONTEXTS)
+
+struct slot {
+	uint64_t key; /* 0: empty */
+	struct ctx *c;
+};
+
+/* Contexts come from chunks, recycled through a free list: a request costs
+ * no malloc/free, and the bound (MAX_CONTEXTS) bounds the memory too. */
+#define CHUNK_CONTEXTS 256
+
+struct ctx_chunk {
+	struct ctx_chunk *next;
+	struct ctx items[CHUNK_CONTEXTS];
 };
 
 struct traces {
 	const struct rastro_config *cfg;
 	uint64_t rng;
-	struct u64map contexts; /* span id -> ctx */
-	struct u64map clients;  /* link key -> span id of a client request */
-	struct u64map waiting;  /* link key -> span id of a server request with no parent yet */
-	struct u64map threads;  /* tid -> span id of the server request it serves */
+	struct ctx_chunk *chunks;
+	struct ctx *free_ctx; /* linked through next */
+	uint32_t count;       /* contexts held */
+	struct slot *by_id;   /* span id -> ctx */
+	/* link key -> the newest client request registered under it, or a
+	 * server request waiting for its client end (c->server tells) */
+	struct slot *links;
+	struct u64map threads; /* tid -> span id of the server request it serves */
 	struct ctx *head, *tail;
 	struct traces_stats stats;
 };
@@ -151,27 +178,99 @@ static void touch(struct traces *t, struct ctx *c, uint64_t now)
 	}
 }
 
-/* Removes an index entry only if it still names this span. */
+/* Removes a thread's entry only if it still names this span. */
 static void unindex(struct u64map *m, uint64_t key, uint64_t span_id)
 {
 	if (key && (uint64_t)(uintptr_t)u64map__get(m, key) == span_id)
 		u64map__remove(m, key);
 }
 
+/* Span ids are random and link keys are hashes: their own bits spread them. */
+static uint32_t slot_of(uint64_t key)
+{
+	return (uint32_t)(key ^ (key >> 32)) & (INDEX_SLOTS - 1);
+}
+
+static struct ctx *index_get(const struct slot *ix, uint64_t key)
+{
+	for (uint32_t i = slot_of(key);; i = (i + 1) & (INDEX_SLOTS - 1)) {
+		if (ix[i].key == key)
+			return ix[i].c;
+		if (!ix[i].key)
+			return NULL;
+	}
+}
+
+/* Inserts or replaces; never full (see INDEX_SLOTS). */
+static void index_put(struct slot *ix, uint64_t key, struct ctx *c)
+{
+	uint32_t i = slot_of(key);
+	while (ix[i].key && ix[i].key != key)
+		i = (i + 1) & (INDEX_SLOTS - 1);
+	ix[i].key = key;
+	ix[i].c = c;
+}
+
+/* Removes key's entry if it still names c (a newer context may have taken
+ * the key over). Backward-shift deletion: no tombstones. */
+static void index_remove(struct slot *ix, uint64_t key, const struct ctx *c)
+{
+	const uint32_t mask = INDEX_SLOTS - 1;
+	uint32_t i = slot_of(key);
+	while (ix[i].key != key) {
+		if (!ix[i].key)
+			return;
+		i = (i + 1) & mask;
+	}
+	if (ix[i].c != c)
+		return;
+	for (uint32_t j = (i + 1) & mask; ix[j].key; j = (j + 1) & mask) {
+		uint32_t home = slot_of(ix[j].key);
+		/* Entry j may fill hole i if its home is not in (i, j]. */
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			ix[i] = ix[j];
+			i = j;
+		}
+	}
+	ix[i].key = 0;
+	ix[i].c = NULL;
+}
+
 static void ctx_free(struct traces *t, struct ctx *c)
 {
-	unindex(&t->clients, c->client_key, c->span_id);
-	unindex(&t->waiting, c->waiting_key, c->span_id);
+	if (c->link_key)
+		index_remove(t->links, c->link_key, c);
 	if (c->server)
 		unindex(&t->threads, c->tid, c->span_id);
-	u64map__remove(&t->contexts, c->span_id);
+	index_remove(t->by_id, c->span_id, c);
+	t->count--;
 	lru_unlink(t, c);
-	free(c);
+	c->next = t->free_ctx;
+	t->free_ctx = c;
+}
+
+static struct ctx *ctx_alloc(struct traces *t)
+{
+	if (!t->free_ctx) {
+		struct ctx_chunk *k = malloc(sizeof(*k));
+		if (!k)
+			return NULL;
+		k->next = t->chunks;
+		t->chunks = k;
+		for (int i = CHUNK_CONTEXTS - 1; i >= 0; i--) {
+			k->items[i].next = t->free_ctx;
+			t->free_ctx = &k->items[i];
+		}
+	}
+	struct ctx *c = t->free_ctx;
+	t->free_ctx = c->next;
+	memset(c, 0, sizeof(*c));
+	return c;
 }
 
 static struct ctx *lookup(struct traces *t, uint64_t span_id)
 {
-	return span_id ? u64map__get(&t->contexts, span_id) : NULL;
+	return span_id ? index_get(t->by_id, span_id) : NULL;
 }
 
 /* Hash of a TCP connection's client and server ends and the sequence number
@@ -208,11 +307,11 @@ static struct ctx *root_of(struct traces *t, struct ctx *c)
 
 static struct ctx *ctx_new(struct traces *t, struct request *r, uint64_t now)
 {
-	while (t->contexts.count >= MAX_CONTEXTS) {
+	while (t->count >= MAX_CONTEXTS) {
 		ctx_free(t, t->head);
 		t->stats.contexts_evicted++;
 	}
-	struct ctx *c = calloc(1, sizeof(*c));
+	struct ctx *c = ctx_alloc(t);
 	if (!c)
 		return NULL;
 	c->span_id = nonzero_random(t);
@@ -220,10 +319,8 @@ static struct ctx *ctx_new(struct traces *t, struct request *r, uint64_t now)
 	c->tid = r->tid;
 	c->server = is_server(r);
 	c->last_ns = now;
-	if (u64map__put(&t->contexts, c->span_id, c)) {
-		free(c);
-		return NULL;
-	}
+	index_put(t->by_id, c->span_id, c);
+	t->count++;
 	lru_append(t, c);
 	return c;
 }
@@ -271,7 +368,9 @@ void traces__start(struct traces *t, struct request *r)
 			if (r->request_seq_valid) {
 				key = link_key(r->tuple.remote_addr, r->tuple.remote_port,
 					       r->tuple.local_addr, r->tuple.local_port, r->request_seq);
-				client = lookup(t, (uint64_t)(uintptr_t)u64map__get(&t->clients, key));
+				client = index_get(t->links, key);
+				if (client && client->server)
+					client = NULL; /* another server waiting under this key */
 			}
 			if (client) {
 				set_parent(t, c, client);
@@ -279,9 +378,10 @@ void traces__start(struct traces *t, struct request *r)
 			} else {
 				make_root(t, c);
 				/* The client's event may still be on its way. */
-				if (key && !u64map__put(&t->waiting, key,
-							(void *)(uintptr_t)c->span_id))
-					c->waiting_key = key;
+				if (key) {
+					c->link_key = key;
+					index_put(t->links, key, c);
+				}
 			}
 		}
 		if (!u64map__put(&t->threads, r->tid, (void *)(uintptr_t)c->span_id))
@@ -300,16 +400,15 @@ void traces__start(struct traces *t, struct request *r)
 	if (r->request_seq_valid && (r->kind == REQ_HTTP_CLIENT || r->kind == REQ_GRPC_CLIENT)) {
 		uint64_t key = link_key(r->tuple.local_addr, r->tuple.local_port,
 					r->tuple.remote_addr, r->tuple.remote_port, r->request_seq);
-		if (!u64map__put(&t->clients, key, (void *)(uintptr_t)c->span_id))
-			c->client_key = key;
 		/* A server whose request arrived before this one's event. */
-		struct ctx *srv = lookup(t, (uint64_t)(uintptr_t)u64map__get(&t->waiting, key));
-		if (srv && !srv->remote_parent) {
+		struct ctx *srv = index_get(t->links, key);
+		if (srv && srv->server && !srv->remote_parent) {
 			set_parent(t, srv, c);
-			unindex(&t->waiting, key, srv->span_id);
-			srv->waiting_key = 0;
+			srv->link_key = 0; /* no longer waiting: the put below replaces it */
 			t->stats.linked_remote++;
 		}
+		c->link_key = key;
+		index_put(t->links, key, c);
 	}
 }
 
@@ -378,7 +477,7 @@ void traces__expire(struct traces *t, uint64_t now_ns)
 void traces__stats(const struct traces *t, struct traces_stats *out)
 {
 	*out = t->stats;
-	out->contexts = t->contexts.count;
+	out->contexts = t->count;
 }
 
 struct traces *traces__new(const struct rastro_config *cfg, uint64_t seed)
@@ -388,10 +487,13 @@ struct traces *traces__new(const struct rastro_config *cfg, uint64_t seed)
 		return NULL;
 	t->cfg = cfg;
 	t->rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
-	u64map__init(&t->contexts);
-	u64map__init(&t->clients);
-	u64map__init(&t->waiting);
+	t->by_id = calloc(INDEX_SLOTS, sizeof(*t->by_id));
+	t->links = calloc(INDEX_SLOTS, sizeof(*t->links));
 	u64map__init(&t->threads);
+	if (!t->by_id || !t->links) {
+		traces__free(t);
+		return NULL;
+	}
 	return t;
 }
 
@@ -401,9 +503,13 @@ void traces__free(struct traces *t)
 		return;
 	while (t->head)
 		ctx_free(t, t->head);
-	u64map__free(&t->contexts);
-	u64map__free(&t->clients);
-	u64map__free(&t->waiting);
+	while (t->chunks) {
+		struct ctx_chunk *k = t->chunks;
+		t->chunks = k->next;
+		free(k);
+	}
+	free(t->by_id);
+	free(t->links);
 	u64map__free(&t->threads);
 	free(t);
 }

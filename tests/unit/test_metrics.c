@@ -46,20 +46,8 @@ static struct service svc_b = {.id = 2,
 			       .instance_id = "host-b:200",
 			       .exe_path = "/usr/sbin/nginx"};
 
-struct service *discovery__service(struct discovery *d, uint32_t id)
-{
-	(void)d;
-	return id == 1 ? &svc_a : id == 2 ? &svc_b : NULL;
-}
-void service__ref(struct service *s)
-{
-	s->refs++;
-}
-void service__unref(struct service *s)
-{
-	if (s)
-		s->refs--;
-}
+static struct service *const stub_services[] = {NULL, &svc_a, &svc_b};
+#include "discovery_stub.h"
 
 /* ---- helpers */
 
@@ -856,20 +844,6 @@ static void test_otlp(void)
 	metrics__free(m);
 }
 
-static void test_utf8(void)
-{
-	CHECK_INT(metrics__utf8_char("a", 1), 1);
-	CHECK_INT(metrics__utf8_char("\xC3\xA9", 2), 2);
-	CHECK_INT(metrics__utf8_char("\xC3", 1), 0);	     /* truncated */
-	CHECK_INT(metrics__utf8_char("\xC0\xAF", 2), 0);     /* overlong */
-	CHECK_INT(metrics__utf8_char("\xE2\x82\xAC", 3), 3); /* euro sign */
-	CHECK_INT(metrics__utf8_char("\xED\xA0\x80", 3), 0); /* surrogate */
-	CHECK_INT(metrics__utf8_char("\xF0\x9F\x98\x80", 4), 4);
-	CHECK_INT(metrics__utf8_char("\xF4\x90\x80\x80", 4), 0); /* beyond U+10FFFF */
-	CHECK_INT(metrics__utf8_char("\xFF", 1), 0);
-	CHECK_INT(metrics__utf8_char("\x80", 1), 0);
-}
-
 int main(void)
 {
 	test_series_and_buckets();
@@ -880,6 +854,5 @@ int main(void)
 	test_prometheus_text();
 	test_label_names();
 	test_otlp();
-	test_utf8();
 	return check_done("test_metrics");
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# rastro's benchmark (`make bench`): builds the helper programs, then
+# bench/bench.py runs every workload itself and prints one table.
+#   bench/run.sh [--quick] [--pairs N] [--only 5k,20k,...] [--json FILE]
+# RASTRO_BIN / RASTRO_BUILD select another build (default ./rastro, build/).
+# A benchmark, not a test: it never fails on a timing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${RASTRO_BUILD:-build}
+export RASTRO_BIN=${RASTRO_BIN:-$PWD/rastro}
+export RASTRO_BUILD=$BUILD_DIR
+if [ "$(id -u)" != 0 ]; then
+	echo "bench: needs root to load BPF programs; nothing measured" >&2
+	exit 0
+fi
+for tool in nginx wrk pgbench; do
+	command -v "$tool" >/dev/null || missing="${missing:-} $tool"
+done
+if [ -n "${missing:-}" ]; then
+	echo "bench: installing$missing" >&2
+	apt-get install -y -qq nginx wrk postgresql >/dev/null
+fi
+mkdir -p "$BUILD_DIR/bench"
+for prog in loadgen otlp_sink syscalls; do
+	gcc -O2 -g -Wall -Wextra -Werror -o "$BUILD_DIR/bench/$prog" "bench/$prog.c"
+done
+exec /usr/bin/python3 bench/bench.py "$@"

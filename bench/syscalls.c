@@ -1,0 +1,81 @@
+/*
+ * Cost of read()/write() syscalls, for the benchmark's "untraced process"
+ * row and for measuring the kernel program's per-event cost.
+ *
+ *   syscalls [rounds]                 write(1 byte) + read(1 byte) on a pipe
+ *   syscalls --tcp [rounds] [bytes]   write + read of `bytes` over a loopback
+ *                                     TCP connection (a data event each when
+ *                                     the process is traced)
+ *
+ * rastro's sys_exit program runs for these syscalls whether or not the
+ * process is traced; for an untraced one it must stop after one lookup.
+ * Prints one JSON line with the CPU time (CLOCK_PROCESS_CPUTIME_ID) per
+ * syscall.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A connected pair of loopback TCP sockets. */
+static int tcp_pair(int fds[2])
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	int ls = socket(AF_INET, SOCK_STREAM, 0);
+	if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) || listen(ls, 1) ||
+	    getsockname(ls, (struct sockaddr *)&sa, &len))
+		return -1;
+	fds[0] = socket(AF_INET, SOCK_STREAM, 0);
+	if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&sa, sizeof(sa)))
+		return -1;
+	fds[1] = accept(ls, NULL, NULL);
+	close(ls);
+	return fds[1] < 0 ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	int tcp = argc > 1 && !strcmp(argv[1], "--tcp");
+	long rounds = argc > 1 + tcp ? atol(argv[1 + tcp]) : 2000000;
+	size_t bytes = tcp && argc > 3 ? (size_t)atol(argv[3]) : 1;
+	int p[2];
+	char *buf = calloc(1, bytes);
+	if (!buf || (tcp ? tcp_pair(p) : pipe(p)))
+		return 1;
+	if (!tcp) { /* pipe: p[0] reads, p[1] writes */
+		int t = p[0];
+		p[0] = p[1];
+		p[1] = t;
+	}
+	uint64_t t0 = cpu_ns();
+	for (long i = 0; i < rounds; i++) {
+		if (write(p[0], buf, bytes) != (ssize_t)bytes)
+			return 1;
+		for (size_t got = 0; got < bytes;) {
+			ssize_t r = read(p[1], buf + got, bytes - got);
+			if (r <= 0)
+				return 1;
+			got += (size_t)r;
+		}
+	}
+	uint64_t t = cpu_ns() - t0;
+	printf("{\"syscalls\":%ld,\"cpu_ns\":%llu,\"ns_per_syscall\":%.2f}\n", 2 * rounds,
+	       (unsigned long long)t, (double)t / (2.0 * (double)rounds));
+	return 0;
+}
