@@ -42,7 +42,7 @@ FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-fram
 FUZZ_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/fuzzobj/%.o) $(PB_SRCS:$(BUILD)/gen/%.c=$(BUILD)/fuzzobj/gen/%.o)
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
-.PHONY: all deps test unit unit-bins fuzz-bins bench-bins demo bench clean docs
+.PHONY: all deps test unit unit-bins fuzz-bins bench-bins demo bench clean docs asan
 
 # OUT: where the agent binary goes (parallel builds use BUILD=... OUT=...).
 OUT ?= rastro
@@ -96,7 +96,7 @@ $(BUILD)/san/%.o: src/%.c $(HDRS) $(BUILD)/rastro.skel.h $(PB_STAMP) | $(BUILD)/
 $(BUILD)/librastro-san.a: $(SAN_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/unit/%: tests/unit/%.c tests/unit/check.h $(BUILD)/librastro-san.a
+$(BUILD)/unit/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/librastro-san.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -Itests/unit $< -o $@ $(BUILD)/librastro-san.a $(LDLIBS)
 
@@ -113,7 +113,7 @@ $(BUILD)/fuzzobj/%.o: src/%.c $(HDRS) $(BUILD)/rastro.skel.h $(PB_STAMP) | $(BUI
 $(BUILD)/librastro-fuzz.a: $(FUZZ_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/librastro-fuzz.a
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h tests/unit/discovery_stub.h) $(BUILD)/librastro-fuzz.a
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< -o $@ $(BUILD)/librastro-fuzz.a $(LDLIBS)
 
@@ -131,6 +131,12 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/librastro.a
 
 bench-bins: $(BENCH_BINS)
 
+# The agent itself under ASan + UBSan (build-asan/rastro), for the end-to-end
+# suite: scripts/test.sh --asan (docs/testing.md). Any finding aborts rastro,
+# so the test that caused it fails.
+asan:
+	env CFLAGS="$(SAN_FLAGS)" $(MAKE) BUILD=build-asan OUT=build-asan/rastro build-asan/rastro
+
 test: $(OUT)
 	scripts/test.sh
 
@@ -147,4 +153,4 @@ docs: $(OUT)
 	scripts/gen-docs.sh
 
 clean:
-	rm -rf $(BUILD) $(OUT)
+	rm -rf $(BUILD) $(OUT) build-asan

@@ -11,7 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,10 +98,28 @@ static void on_event(void *ctx, const void *data, size_t size)
 	}
 }
 
+/* A drain hands the loop back after this many events, so that the exporters'
+ * sockets are served during a long backlog (a span batch is sent only once
+ * the previous one is answered; the queue would fill and drop spans): more_fd,
+ * written when events remain, makes the next epoll_wait return at once. */
+#define DRAIN_CHUNK 2048
+static int more_fd = -1;
+
 static void drain(void *ctx)
 {
 	struct app *app = ctx;
-	capture__drain(app->cap);
+	uint64_t one = 1;
+	if (capture__drain_max(app->cap, DRAIN_CHUNK) == DRAIN_CHUNK && more_fd >= 0 &&
+	    write(more_fd, &one, sizeof(one)) < 0)
+		log_debug("cannot signal the rest of the ring buffer: %s", strerror(errno));
+}
+
+static void on_more(void *ctx, int fd, uint32_t events)
+{
+	uint64_t n;
+	(void)events;
+	if (read(fd, &n, sizeof(n)) == sizeof(n))
+		drain(ctx);
 }
 
 static void on_ring(void *ctx, int fd, uint32_t events)
@@ -183,6 +205,9 @@ static int start(struct app *app)
 	if (app__start_stages(app))
 		return -1;
 	loop__watch(app->loop, capture__fd(app->cap), EPOLLIN, on_ring, app);
+	more_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (more_fd >= 0)
+		loop__watch(app->loop, more_fd, EPOLLIN, on_more, app);
 	loop__set_idle(app->loop, drain, app);
 	loop__after(app->loop, app->cfg.poll_ms, poll_tick, app);
 	loop__after(app->loop, app->cfg.discovery_poll_ms, discovery_tick, app);
@@ -190,6 +215,91 @@ static int start(struct app *app)
 		 app->cfg.rule_count, app->cfg.rule_count == 1 ? "y" : "ies", app->cfg.capture_bytes);
 	discovery__scan(app->disc);
 	return 0;
+}
+
+#define CAP_BIT(c) (1ull << (c))
+#ifndef CAP_PERFMON
+#define CAP_PERFMON 38
+#endif
+#ifndef CAP_BPF
+#define CAP_BPF 39
+#endif
+
+static int caps_get(uint64_t *eff, uint64_t *prm)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2] = {0};
+	if (syscall(SYS_capget, &hdr, d))
+		return -errno;
+	*eff = (uint64_t)d[1].effective << 32 | d[0].effective;
+	*prm = (uint64_t)d[1].permitted << 32 | d[0].permitted;
+	return 0;
+}
+
+/* Effective and permitted set to the same caps; nothing inheritable. */
+static int caps_set(uint64_t eff, uint64_t prm)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2] = {
+		{.effective = (uint32_t)eff, .permitted = (uint32_t)prm},
+		{.effective = (uint32_t)(eff >> 32), .permitted = (uint32_t)(prm >> 32)},
+	};
+	return syscall(SYS_capset, &hdr, d) ? -errno : 0;
+}
+
+/*
+ * Once the programs are loaded and attached and the endpoint is bound, rastro
+ * needs only what reading other users' /proc entries takes: CAP_SYS_PTRACE
+ * (/proc/PID/exe, fd links, ns) and CAP_DAC_READ_SEARCH (/proc/PID/fd). Its
+ * maps are used through descriptors it already holds, which Linux 6.5+ checks
+ * against the descriptor, not the caller: that is probed with the effective
+ * set cleared, and CAP_BPF (or CAP_SYS_ADMIN) is kept only on kernels that
+ * still refuse. The bounding set is reduced too (when CAP_SETPCAP allows) and
+ * no_new_privs set, so nothing can win the rest back.
+ */
+static void drop_capabilities(struct app *app)
+{
+	uint64_t eff = 0, prm = 0;
+	if (caps_get(&eff, &prm)) {
+		log_warn("cannot read this process's capabilities: %s; none dropped", strerror(errno));
+		return;
+	}
+	uint64_t keep = prm & (CAP_BIT(CAP_SYS_PTRACE) | CAP_BIT(CAP_DAC_READ_SEARCH));
+	if (caps_set(0, prm) == 0) {
+		if (capture__check_map_access(app->cap))
+			keep |= prm & (CAP_BIT(CAP_BPF) | CAP_BIT(CAP_SYS_ADMIN));
+		if (caps_set(eff, prm)) {
+			log_warn("cannot restore capabilities after the map access probe: %s",
+				 strerror(errno));
+			return;
+		}
+	}
+	if (eff & CAP_BIT(CAP_SETPCAP))
+		for (int c = 0; c <= 63; c++)
+			if (!(keep & CAP_BIT(c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) &&
+			    errno == EINVAL)
+				break; /* past the kernel's last capability */
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	int err = caps_set(keep, keep);
+	if (err) {
+		log_warn("cannot drop capabilities: %s; running with those it started with",
+			 strerror(-err));
+		return;
+	}
+	static const struct {
+		int cap;
+		const char *name;
+	} names[] = {{CAP_SYS_PTRACE, "CAP_SYS_PTRACE"},
+		     {CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH"},
+		     {CAP_BPF, "CAP_BPF"},
+		     {CAP_SYS_ADMIN, "CAP_SYS_ADMIN"}};
+	char kept[128] = "";
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (keep & CAP_BIT(names[i].cap))
+			snprintf(kept + strlen(kept), sizeof(kept) - strlen(kept), "%s%s",
+				 kept[0] ? " " : "", names[i].name);
+	log_info("capabilities after start-up: %s (all others dropped)", kept[0] ? kept : "none");
 }
 
 static void stop(struct app *app)
@@ -207,24 +317,31 @@ static void stop(struct app *app)
 	loop__free(app->loop);
 	if (app->signal_fd >= 0)
 		close(app->signal_fd);
+	if (more_fd >= 0)
+		close(more_fd);
+	more_fd = -1;
 }
 
 int main(int argc, char **argv)
 {
 	struct app app = {.signal_fd = -1};
 	int rc = config__load(&app.cfg, argc, argv);
-	if (rc == 1)
-		return 0;
-	if (rc)
-		return rc;
+	if (rc) {
+		/* --help/--version (1: exit 0) or invalid configuration: what was
+		 * loaded before the error is freed all the same. */
+		config__free(&app.cfg);
+		return rc == 1 ? 0 : rc;
+	}
 	log__set_level(app.cfg.log_level);
 	log__attach_libbpf();
 	refresh_clock(&app);
 	setvbuf(stdout, NULL, _IOFBF, 1 << 16);
 
 	rc = start(&app) ? 1 : 0;
-	if (!rc)
+	if (!rc) {
+		drop_capabilities(&app);
 		loop__run(app.loop);
+	}
 	stop(&app);
 	config__free(&app.cfg);
 	return rc;

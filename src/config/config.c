@@ -1091,7 +1091,8 @@ static int finish(struct rastro_config *cfg)
 		fprintf(stderr, "rastro: invalid configuration: histogram buckets cannot be empty\n");
 		return -1;
 	}
-	if (cfg->prom_path[0] != '/') {
+	/* An empty value ("path: \"\"") leaves no string at all. */
+	if (!cfg->prom_path || cfg->prom_path[0] != '/') {
 		fprintf(stderr,
 			"rastro: invalid configuration: prometheus_export.path: expected a path "
 			"starting with /\n");
@@ -1110,8 +1111,9 @@ static void usage(FILE *out)
 		"Zero-code observability for Linux services: RED metrics and traces of the\n"
 		"HTTP, database and other requests that the selected processes serve and\n"
 		"make, seen from the kernel with eBPF, exported over OTLP/HTTP and as a\n"
-		"Prometheus endpoint. Needs root, or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE,\n"
-		"CAP_DAC_READ_SEARCH and CAP_SYS_RESOURCE.\n"
+		"Prometheus endpoint. Needs root, or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE\n"
+		"and CAP_DAC_READ_SEARCH; keeps only the last two once started\n"
+		"(docs/security.md).\n"
 		"\n"
 		"Options:\n"
 		"  -c, --config FILE        YAML configuration (also RASTRO_CONFIG_PATH or\n"

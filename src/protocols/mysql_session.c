@@ -596,8 +596,12 @@ static void my_data(void *state, struct conn *c, const struct chunk *ch)
 	bool turn = s->last_dir >= 0 && s->last_dir != ch->dir;
 	s->last_dir = ch->dir;
 
-	if (fe && turn && s->be_lost)
+	if (fe && turn && s->be_lost) {
 		finish_lost_reply(s, s->be_last_ts); /* one command at a time: its reply is over */
+		/* No reply byte of the next command is seen yet: a close now ends it
+		 * without a response, not at the old reply's time (before it began). */
+		s->be_last_ts = 0;
+	}
 	if (ch->gap) {
 		ops_abandon(s, CONN_LOST_EVENTS);
 		if (fe)
@@ -661,7 +665,7 @@ static void my_close(void *state, struct conn *c, uint64_t ts)
 	(void)c;
 	if (s->dead)
 		return;
-	if (s->be_lost)
+	if (s->be_lost && s->be_last_ts)
 		finish_lost_reply(s, s->be_last_ts);
 	struct my_op *op;
 	while ((op = db_queue__head(&s->ops))) {
