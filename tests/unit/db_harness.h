@@ -18,20 +18,8 @@
 
 static struct service test_service = {.id = 1, .refs = 1, .name = "svc"};
 
-struct service *discovery__service(struct discovery *d, uint32_t id)
-{
-	(void)d;
-	return id == 1 ? &test_service : NULL;
-}
-void service__ref(struct service *s)
-{
-	s->refs++;
-}
-void service__unref(struct service *s)
-{
-	if (s)
-		s->refs--;
-}
+static struct service *const stub_services[] = {NULL, &test_service};
+#include "discovery_stub.h"
 
 #define MAX_RECS 64
 struct rec {
