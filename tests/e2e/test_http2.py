@@ -7,11 +7,13 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import APPS, config_for_ports, free_port, needs_root
+from otlp_fixtures import attrs, otlp_receiver  # noqa: F401  (fixture)
 
 pytestmark = needs_root
 
@@ -522,3 +524,63 @@ def test_grpc_client_and_server_one_trace(rastro, servers, tmp_path, stubs):
             c["rpc.method"], c["rpc.response.status_code"])
         assert c["start_time_unix_nano"] <= s["start_time_unix_nano"]
         assert s["end_time_unix_nano"] <= c["end_time_unix_nano"]
+
+
+def test_grpc_span_status_otlp(rastro, servers, tmp_path, stubs, otlp_receiver):
+    """The span status rastro exports (docs/traces.md): a gRPC server span is
+    an error only for the server-fault codes (UNKNOWN, DEADLINE_EXCEEDED,
+    UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS), a client span for any
+    code but OK; the status message is error.type. Both ends traced."""
+    srv = grpc_server(servers, tmp_path, stubs)
+    interp = copy_interpreter(tmp_path, "greeter-client-python3")
+    r = rastro('log_level: INFO\ndiscovery:\n  instrument:\n'
+               f'    - open_ports: {srv.port}\n      name: greeter\n      namespace: test\n'
+               '    - exe_path: "*/greeter-client-python3"\n      name: greeter-client\n'
+               '      namespace: test\n'
+               'otel_traces_export:\n  schedule_delay: 200ms\n',
+               env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.traces_url})
+    r.wait_traced(srv.pid)
+    gate = tmp_path / "gate"
+    client = subprocess.Popen(
+        [interp, str(GREETER), str(stubs), "client", str(srv.port), f"gate:{gate}",
+         "hello:ok", "fail:5", "fail:13", "fail:3", "fail:2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        r.wait_traced(client.pid)
+        gate.touch()
+        assert client.wait(30) == 0, client.stderr.read()
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    recs = settle_exact(r, 10, lambda x: True)
+    assert len(recs) == 10
+    otlp_receiver.wait_spans(10)
+    time.sleep(0.6)  # three batch delays: nothing more may come
+    spans = otlp_receiver.spans()
+    assert len(spans) == 10
+    by_id = {s["spanId"]: s for s in spans}
+    assert set(by_id) == {x["span_id"] for x in recs}
+    want = {  # status code: (server span status, client span status)
+        "OK": (None, None),
+        "NOT_FOUND": (None, "NOT_FOUND"),
+        "INTERNAL": ("INTERNAL", "INTERNAL"),
+        "INVALID_ARGUMENT": (None, "INVALID_ARGUMENT"),
+        "UNKNOWN": ("UNKNOWN", "UNKNOWN"),
+    }
+    for kind, col in (("SERVER", 0), ("CLIENT", 1)):
+        mine = [x for x in recs if x["kind"] == kind]
+        assert [x["rpc.response.status_code"] for x in mine] == list(want), kind
+        for rec in mine:
+            span = by_id[rec["span_id"]]
+            a = attrs(span["attributes"])
+            assert span["kind"] == "SPAN_KIND_" + kind
+            assert span["name"] == a["rpc.method"] == rec["rpc.method"]
+            assert a["rpc.response.status_code"] == rec["rpc.response.status_code"]
+            err = want[rec["rpc.response.status_code"]][col]
+            if err is None:
+                assert "status" not in span, (kind, span)
+                assert "error.type" not in a
+            else:
+                assert span["status"] == {"code": "STATUS_CODE_ERROR", "message": err}, kind
+                assert a["error.type"] == err

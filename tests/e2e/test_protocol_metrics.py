@@ -1,12 +1,15 @@
-"""The RED metrics of database calls and gRPC calls, read from rastro's
-Prometheus endpoint after known traffic: exact counts per attribute set."""
+"""The RED metrics of database calls, gRPC calls and HTTP/2 requests, read
+from rastro's Prometheus endpoint after known traffic: exact counts per
+attribute set."""
 import re
+import subprocess
 import urllib.request
 
 from conftest import free_port, needs_root, config_for_ports
 from db_fixtures import mariadb, postgres, redis_server  # noqa: F401
 from test_db import dbapp, get  # noqa: F401
-from test_http2 import grpc_client, grpc_server, stubs  # noqa: F401
+from test_http2 import (GREETER, INDEX, copy_interpreter, curl, grpc_client,  # noqa: F401
+                        grpc_server, nghttpd, stubs)
 
 pytestmark = needs_root
 
@@ -74,3 +77,99 @@ def test_rpc_server_call_duration(rastro, servers, tmp_path, stubs):
         ("grpc", "rastro.test.Greeter/Fail", "NOT_FOUND", ""): 1,
         ("grpc", "rastro.test.Greeter/Fail", "INTERNAL", "INTERNAL"): 1,
     }
+
+
+def test_db_client_operation_duration_redis(rastro, dbapp, redis_server):
+    """Redis.pm's pipeline (tests/e2e/apps/dbapp.pl, /redis/pipeline) twice:
+    the first request also connects and selects database 2; HGET on a string
+    fails with WRONGTYPE every time."""
+    prom = free_port()
+    r = rastro(config_for_ports(dbapp.port, name="dbapp"), env={"RASTRO_PROMETHEUS_PORT": str(prom)})
+    r.wait_traced(dbapp.pid)
+    for _ in range(2):
+        status, body = get(dbapp.port, "/redis/pipeline")
+        assert status == 200 and b"WRONGTYPE" in body, body
+    r.wait_records(2, lambda x: x["kind"] == "SERVER", timeout=30)
+    r.wait_records(11, lambda x: x.get("db.system.name") == "redis", timeout=30)
+    r.settle()
+    got = counts(scrape(prom), "db_client_operation_duration_seconds_count",
+                 ("service_name", "db_system_name", "db_operation_name", "db_collection_name",
+                  "server_port", "error_type"))
+    rd = str(redis_server.port)
+    assert {k: v for k, v in got.items() if k[1] == "redis"} == {
+        ("dbapp", "redis", "SELECT", "", rd, ""): 1,
+        ("dbapp", "redis", "SET", "", rd, ""): 2,
+        ("dbapp", "redis", "INCR", "", rd, ""): 2,
+        ("dbapp", "redis", "GET", "", rd, ""): 2,
+        ("dbapp", "redis", "HGET", "", rd, "WRONGTYPE"): 2,
+        ("dbapp", "redis", "DEL", "", rd, ""): 2,
+    }
+
+
+def test_rpc_client_call_duration(rastro, servers, tmp_path, stubs):
+    """The Python gRPC client selected by exe_path (the server is not traced):
+    on the client every status but OK is an error."""
+    srv = grpc_server(servers, tmp_path, stubs)
+    interp = copy_interpreter(tmp_path, "greeter-client-python3")
+    prom = free_port()
+    r = rastro('log_level: INFO\ndiscovery:\n  instrument:\n'
+               '    - exe_path: "*/greeter-client-python3"\n      name: greeter-client\n'
+               '      namespace: test\n', env={"RASTRO_PROMETHEUS_PORT": str(prom)})
+    gate = tmp_path / "gate"
+    client = subprocess.Popen(
+        [interp, str(GREETER), str(stubs), "client", str(srv.port), f"gate:{gate}",
+         "hello:ana", "hello:bia", "fail:5", "fail:13", "stream:3:10"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        r.wait_traced(client.pid)
+        gate.touch()
+        assert client.wait(30) == 0, client.stderr.read()
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    r.wait_records(5, lambda x: x["kind"] == "CLIENT", timeout=30)
+    r.settle()
+    samples = scrape(prom)
+    got = counts(samples, "rpc_client_call_duration_seconds_count",
+                 ("service_name", "rpc_system_name", "rpc_method", "rpc_response_status_code",
+                  "error_type"))
+    assert got == {
+        ("greeter-client", "grpc", "rastro.test.Greeter/SayHello", "OK", ""): 2,
+        ("greeter-client", "grpc", "rastro.test.Greeter/StreamHellos", "OK", ""): 1,
+        ("greeter-client", "grpc", "rastro.test.Greeter/Fail", "NOT_FOUND", "NOT_FOUND"): 1,
+        ("greeter-client", "grpc", "rastro.test.Greeter/Fail", "INTERNAL", "INTERNAL"): 1,
+    }
+    assert counts(samples, "rpc_server_call_duration_seconds_count", ("rpc_method",)) == {}
+    # the streaming call lasts from its request to its trailers, 2 x 10 ms apart
+    sums = counts(samples, "rpc_client_call_duration_seconds_sum", ("rpc_method",))
+    assert 0.02 <= sums[("rastro.test.Greeter/StreamHellos",)] < 1
+
+
+def test_http2_server_request_duration(rastro, nghttpd):
+    """HTTP/2 requests (curl with prior knowledge, nghttpd) are counted in
+    the same HTTP server metrics as HTTP/1 ones."""
+    prom = free_port()
+    r = rastro(config_for_ports(nghttpd.port, name="h2"), env={"RASTRO_PROMETHEUS_PORT": str(prom)})
+    r.wait_traced(nghttpd.pid)
+    base = f"http://127.0.0.1:{nghttpd.port}"
+    assert curl("--http2-prior-knowledge", f"{base}/index.html?a=1") == (200, len(INDEX), "2")
+    assert curl("--http2-prior-knowledge", f"{base}/index.html") == (200, len(INDEX), "2")
+    assert curl("--http2-prior-knowledge", f"{base}/missing")[0] == 404
+    assert curl("--http2-prior-knowledge", "-I", f"{base}/index.html")[0] == 200
+    r.wait_records(4, lambda x: x["kind"] == "SERVER", timeout=30)
+    r.settle()
+    samples = scrape(prom)
+    keys = ("service_name", "http_request_method", "http_route", "http_response_status_code",
+            "url_scheme", "server_port", "error_type")
+    port = str(nghttpd.port)
+    assert counts(samples, "http_server_request_duration_seconds_count", keys) == {
+        ("h2", "GET", "/index.html", "200", "http", port, ""): 2,
+        ("h2", "GET", "/missing", "404", "http", port, ""): 1,
+        ("h2", "HEAD", "/index.html", "200", "http", port, ""): 1,
+    }
+    # the response bodies: two index.html, the 404 page, none for HEAD
+    sizes = counts(samples, "http_server_response_body_size_bytes_sum",
+                   ("http_request_method", "http_route"))
+    assert sizes[("GET", "/index.html")] == 2 * len(INDEX)
+    assert sizes[("HEAD", "/index.html")] == 0
