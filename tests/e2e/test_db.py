@@ -394,11 +394,13 @@ def run_sqlwire(rastro, servers, tmp_path, config_extra="", env=None):
     return r
 
 
-@pytest.mark.parametrize("how", ["ebpf", "seed", "env"])
+@pytest.mark.parametrize("how", ["ebpf", "seed", "env", "env_rastro"])
 def test_heuristic_sql_on(rastro, servers, tmp_path, how):
     extra = {"ebpf": "ebpf:\n  heuristic_sql_detect: true\n",
-             "seed": "attributes:\n  heuristic_sql_detect: true\n", "env": ""}[how]
-    env = {"BEYLA_HEURISTIC_SQL_DETECT": "true"} if how == "env" else None
+             "seed": "attributes:\n  heuristic_sql_detect: true\n", "env": "",
+             "env_rastro": ""}[how]
+    env = {"env": {"BEYLA_HEURISTIC_SQL_DETECT": "true"},
+           "env_rastro": {"RASTRO_HEURISTIC_SQL_DETECT": "true"}}.get(how)
     r = run_sqlwire(rastro, servers, tmp_path, extra, env)
     spans = r.wait_records(3, lambda x: x["service.name"] == "sqlclient")
     spans = r.settle(lambda x: x["service.name"] == "sqlclient")

@@ -11,8 +11,9 @@ import urllib.request
 
 import pytest
 
-from conftest import config_for_ports, needs_root, wait_for
+from conftest import config_for_ports, free_port, needs_root, wait_for, wait_port
 from otlp_fixtures import attrs, otlp_receiver, rss_kib  # noqa: F401  (fixture)
+from test_reliability_helpers import metric, self_metrics
 
 pytestmark = needs_root
 
@@ -57,6 +58,22 @@ def stats_line(r, signal_name="traces"):
     m = re.search(signal_name + r" export: (requests_sent=.*)", r.stderr())
     assert m, r.stderr()
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
+
+
+def with_prometheus():
+    """(env, port): rastro's Prometheus endpoint on a free port."""
+    port = free_port()
+    return {"RASTRO_PROMETHEUS_PORT": str(port)}, port
+
+
+def settled_self_metrics(prom):
+    """rastro's self-metrics once nothing waits for a batch or in the
+    traces client's queue: the counters are final then."""
+    def idle():
+        s = self_metrics(prom)
+        return s if (metric(s, "rastro_spans_queued") == 0
+                     and metric(s, "rastro_export_queue_requests", signal="traces") == 0) else None
+    return wait_for(idle, timeout=15, what="the span queues to drain")
 
 
 def span_export_line(r):
@@ -240,7 +257,9 @@ def test_503_twice_then_200_every_span_once(rastro, perl_app, otlp_receiver):
 def test_400_dropped_counted_logged_once(rastro, perl_app, otlp_receiver):
     otlp_receiver.script({"status": 400, "times": 3, "body": "text",
                           "message": "bad trace data", "signal": "traces"})
-    r = start(rastro, perl_app, otlp_receiver)
+    env, prom = with_prometheus()
+    r = start(rastro, perl_app, otlp_receiver, env=env)
+    wait_port(prom)
     for i in range(3):  # three batches, three 400s
         assert get(perl_app.port, f"/users/{i}") == 200
         wait_for(lambda: len(otlp_receiver.requests("traces")) == i + 1, timeout=10,
@@ -254,11 +273,25 @@ def test_400_dropped_counted_logged_once(rastro, perl_app, otlp_receiver):
     lines = [ln for ln in r.stderr().splitlines() if "HTTP 400" in ln]
     assert len(lines) == 1, lines
     assert '"bad trace data"' in lines[0] and "1 spans dropped" in lines[0]
+    sm = settled_self_metrics(prom)
     r.stop()
     st = stats_line(r)
     assert (st["requests_sent"], st["requests_ok"], st["permanent_failures"],
             st["retries"]) == (4, 1, 3, 0)
     assert (st["items_ok"], st["items_dropped"], st["items_rejected"]) == (1, 3, 0)
+    # The self-metrics say the same while rastro runs: a 400 is a permanent
+    # failure whose spans are dropped; it is not a request given up for a full
+    # queue or for retrying too long, and no span was dropped before the client.
+    assert metric(sm, "rastro_export_requests_total", signal="traces") == 4
+    assert metric(sm, "rastro_export_failures_total", signal="traces", cause="permanent") == 3
+    assert metric(sm, "rastro_export_failures_total", signal="traces", cause="retryable") == 0
+    assert metric(sm, "rastro_export_retries_total", signal="traces") == 0
+    assert metric(sm, "rastro_export_dropped_items_total", signal="traces") == st["items_dropped"]
+    assert metric(sm, "rastro_export_dropped_requests_total", signal="traces") == 0
+    assert metric(sm, "rastro_export_rejected_items_total", signal="traces") == 0
+    assert metric(sm, "rastro_spans_dropped_total", cause="queue_full") == 0
+    assert metric(sm, "rastro_spans_exported_total") == 4
+    assert ("rastro_spans_dropped_total", frozenset({("cause", "queue_full")})) in sm
 
 
 def test_retry_after_honoured(rastro, perl_app, otlp_receiver):
@@ -298,8 +331,10 @@ def test_backend_down_30s_bounded_then_recovers(rastro, perl_app, otlp_receiver)
     """Backend down for 30 s under load: one warning, spans beyond the queue
     dropped and counted, RSS bounded; then every queued span arrives."""
     otlp_receiver.stop()
+    env, prom = with_prometheus()
     r = start(rastro, perl_app, otlp_receiver,
-              extra="  max_queue_size: 300\n  max_export_batch_size: 100\n")
+              extra="  max_queue_size: 300\n  max_export_batch_size: 100\n", env=env)
+    wait_port(prom)
     port = perl_app.port
     assert get(port, "/") == 200
     r.wait_records(1, lambda x: x["server.port"] == port)
@@ -331,9 +366,24 @@ def test_backend_down_30s_bounded_then_recovers(rastro, perl_app, otlp_receiver)
     ids = [s["spanId"] for s in spans]
     assert len(ids) == len(set(ids))  # nothing twice
     assert set(ids) <= {x["span_id"] for x in r.snapshot(lambda x: x["server.port"] == port)}
+    sm = settled_self_metrics(prom)
     r.stop()
     handed, dropped_queue = span_export_line(r)
     st = stats_line(r)
+    # The self-metrics, read while rastro ran, count the same drops as the
+    # lines it logs at exit.
+    assert dropped_queue > 0
+    assert metric(sm, "rastro_spans_dropped_total", cause="queue_full") == dropped_queue
+    assert metric(sm, "rastro_spans_exported_total") == handed
+    assert metric(sm, "rastro_export_dropped_items_total", signal="traces") == st["items_dropped"]
+    assert metric(sm, "rastro_export_dropped_requests_total", signal="traces",
+                  cause="queue_full") == st["dropped_queue_full"]
+    assert metric(sm, "rastro_export_dropped_requests_total", signal="traces",
+                  cause="expired") == st["expired"]
+    assert metric(sm, "rastro_export_requests_total", signal="traces") == st["requests_sent"]
+    assert (metric(sm, "rastro_export_failures_total", signal="traces", cause="retryable")
+            == st["retryable_failures"])
+    assert metric(sm, "rastro_export_retries_total", signal="traces") == st["retries"]
     # every span is accounted for: exported, or dropped and counted
     assert handed + dropped_queue == sent + 1
     assert st["unsent"] == 0

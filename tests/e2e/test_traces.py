@@ -2,6 +2,7 @@
 calls), across processes on this host (both ends of one TCP connection, no
 header injection), incoming traceparent, sampling."""
 import os
+import re
 import urllib.request
 
 import pytest
@@ -209,3 +210,51 @@ def test_ratio_sampler_exports_what_it_keeps(rastro, perl_app, otlp_receiver):
     exported = {s["spanId"] for s in otlp_receiver.spans()}
     assert exported == kept
     assert 100 < len(kept) < 300
+
+
+TEXT_IDS = re.compile(r" svc=chain/svc pid=(\d+) trace=([0-9a-f]{32}) span=([0-9a-f]{16}) "
+                      r"parent=([0-9a-f]{16}|-)$")
+
+
+def test_text_printer_prints_ids(rastro, perl_app, otlp_receiver):
+    """The text printer ends each line with the span's ids: an incoming
+    traceparent's trace id and parent, or "-" for a root span; they are the
+    ids the same spans carry over OTLP."""
+    r = rastro(instrument((perl_app.port, "svc")), printer="text",
+               env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.traces_url,
+                    "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    r.wait_traced(perl_app.pid)
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert get(perl_app.port, "/products", headers={"traceparent": tp})[0] == 200
+    assert get(perl_app.port, "/status/404")[0] == 404
+
+    def printed():
+        with r._lock:
+            return [ln for ln in r.lines if " svc=chain/svc " in ln]
+    lines = wait_for(lambda: len(printed()) >= 2 and printed(), what="two printed lines")
+    assert r.records == []  # text, not JSON
+    assert len(lines) == 2, lines
+    got = [TEXT_IDS.search(ln) for ln in lines]
+    assert all(got), lines
+    (pid1, trace1, span1, parent1), (pid2, trace2, span2, parent2) = [m.groups() for m in got]
+    assert "SERVER HTTP/1.1 200 GET /products" in lines[0]
+    assert "SERVER HTTP/1.1 404 GET /status/404" in lines[1]
+    assert int(pid1) == int(pid2) == perl_app.pid
+    # the incoming context: its trace id, its span as the parent, a new span id
+    assert trace1 == "0af7651916cd43dd8448eb211c80319c"
+    assert parent1 == "b7ad6b7169203331"
+    assert span1 != parent1 and int(span1, 16) != 0
+    # no traceparent: a new root span
+    assert parent2 == "-"
+    assert trace2 != trace1 and int(trace2, 16) != 0 and int(span2, 16) != 0
+
+    # The very ids the backend receives for these requests.
+    spans = otlp_receiver.wait_spans(2)
+    by_id = {s["spanId"]: s for s in spans}
+    assert set(by_id) == {span1, span2}
+    assert by_id[span1]["traceId"] == trace1
+    assert by_id[span1]["parentSpanId"] == parent1
+    assert by_id[span2]["traceId"] == trace2
+    assert "parentSpanId" not in by_id[span2]
+    assert attrs(by_id[span1]["attributes"])["url.path"] == "/products"
+    assert attrs(by_id[span2]["attributes"])["url.path"] == "/status/404"

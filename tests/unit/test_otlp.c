@@ -492,6 +492,59 @@ static void test_span_encoding(void)
 	config__free(&cfg);
 }
 
+/* Span status of a 4xx: an error on a CLIENT span (the call failed for the
+ * caller), UNSET on a SERVER span (the client's fault, not the server's). */
+static void test_span_status_4xx(void)
+{
+	struct rastro_config cfg;
+	char *argv[] = {"rastro", NULL};
+	CHECK_INT(config__load(&cfg, 1, argv), 0);
+
+	static struct request r[2];
+	make_client(&r[0]);
+	r[0].service = &svc_a;
+	r[0].status = 404;
+	make_server(&r[1], "/missing");
+	r[1].status = 404;
+	CHECK(semconv__is_error(&r[0]));
+	CHECK(!semconv__is_error(&r[1]));
+
+	const int64_t offset = 1700000000000000000ll;
+	struct span_batch *b = span_batch__new();
+	for (int i = 0; i < 2; i++)
+		CHECK(span_batch__add(b, &r[i], &cfg, offset));
+	uint8_t *out = NULL;
+	size_t cap = 0;
+	size_t len = span_batch__encode(b, &cfg, &out, &cap);
+	CHECK(len > 0 && len <= cap);
+	ExportRequest *req = request_unpack(NULL, len, out);
+	CHECK(req != NULL);
+	if (req) {
+		CHECK_INT(req->n_resource_spans, 1);
+		ScopeSpans *s = req->n_resource_spans == 1 ? req->resource_spans[0]->scope_spans[0]
+							   : NULL;
+		CHECK(s && s->n_spans == 2);
+		if (s && s->n_spans == 2) {
+			check_span(s->spans[0], &r[0], &cfg, offset);
+			check_span(s->spans[1], &r[1], &cfg, offset);
+			/* the values themselves */
+			CHECK_INT(s->spans[0]->kind, 3); /* SPAN_KIND_CLIENT */
+			CHECK(s->spans[0]->status != NULL);
+			if (s->spans[0]->status) {
+				CHECK_INT(s->spans[0]->status->code, STATUS_CODE_ERROR);
+				CHECK_STR(s->spans[0]->status->message, "404");
+			}
+			CHECK_INT(s->spans[1]->kind, 2); /* SPAN_KIND_SERVER */
+			CHECK(s->spans[1]->status == NULL); /* UNSET */
+		}
+		request_free(req, NULL);
+	}
+	span_batch__free(b);
+	CHECK_INT(svc_a.refs, 1);
+	free(out);
+	config__free(&cfg);
+}
+
 int main(void)
 {
 	log__set_level(LOG_ERROR);
@@ -502,5 +555,6 @@ int main(void)
 	test_signal_url();
 	test_client_queue();
 	test_span_encoding();
+	test_span_status_4xx();
 	return check_done("test_otlp");
 }
