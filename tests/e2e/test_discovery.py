@@ -1,9 +1,16 @@
 """Discovery: Beyla's selectors and environment variables, default names,
 prefork workers, processes that come and go."""
 import os
+import shutil
+import signal
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
-from conftest import APPS, free_port, needs_root, wait_for
+import pytest
+
+from conftest import APPS, free_port, needs_root, wait_for, wait_port
 from test_http1 import get
 
 pytestmark = needs_root
@@ -98,3 +105,227 @@ time.sleep(60)
     assert rec["process.pid"] == worker
     assert rec["service.name"] == "forker"
     assert f"forked {worker}: traced as forker" in r.stderr()
+
+
+# ---- prefork servers started after rastro: the master's listen() selects it,
+# its workers are traced (those forked before rastro reacted by the /proc walk,
+# the later ones by the kernel's fork hook) and their requests carry the
+# master's service name and the worker's pid.
+
+def children_of(pid):
+    out = set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.add(int(d))
+    return out
+
+
+def prefork_config(port, name):
+    return (f"log_level: DEBUG\ndiscovery:\n  instrument:\n"
+            f"    - open_ports: {port}\n      name: {name}\n      namespace: prefork\n")
+
+
+def check_prefork(r, master, name, nworkers, requests):
+    """requests: [(path, status)]. Waits until the master's nworkers workers are
+    traced, sends the requests (one connection each) and asserts one record per
+    request, from a worker, with the master's service name. Returns (records,
+    bodies)."""
+    r.wait_traced(master.pid)
+    workers = wait_for(lambda: len(children_of(master.pid)) >= nworkers
+                       and children_of(master.pid), timeout=20, what=f"{nworkers} workers")
+    for w in workers:
+        wait_for(lambda: f"forked {w}:" in r.stderr() or f"forked {w} before being traced"
+                 in r.stderr(), what=f"worker {w} to be traced")
+    results = [get(master.port, path) for path, _ in requests]
+    assert [st for st, _ in results] == [st for _, st in requests]
+    pred = lambda x: x["kind"] == "SERVER" and x["server.port"] == master.port  # noqa: E731
+    r.wait_records(len(requests), pred, timeout=15)
+    recs = r.settle(pred, quiet=1.0)
+    assert [(x["http.request.method"], x["url.path"], x["http.response.status_code"],
+             x["http.response.body.size"]) for x in recs] == [
+        ("GET", path, st, len(body)) for (path, st), (_, body) in zip(requests, results)]
+    assert all(x["service.name"] == name and x["service.namespace"] == "prefork" for x in recs)
+    kids = children_of(master.pid)
+    assert master.pid not in {x["process.pid"] for x in recs}
+    assert {x["process.pid"] for x in recs} <= kids, (recs, kids)
+    return recs, [body for _, body in results]
+
+
+def assert_body_pids(recs, bodies):
+    """The app answers 'worker PID': each record carries the pid that served it."""
+    assert [x["process.pid"] for x in recs] == [int(b.split()[1]) for b in bodies]
+
+
+HYPNOTOAD_APP = """
+use Mojolicious::Lite;
+app->config(hypnotoad => {{listen => ['http://127.0.0.1:{port}'], workers => 2,
+                           pid_file => '{dir}/hypnotoad.pid'}});
+get '/w/:i' => sub {{ my $c = shift; $c->render(text => "worker $$") }};
+app->start;
+"""
+
+
+def test_hypnotoad_workers(rastro, servers, tmp_path):
+    if not shutil.which("hypnotoad"):
+        pytest.skip("hypnotoad (libmojolicious-perl) is not installed")
+    port = free_port()
+    app = tmp_path / "toad.pl"
+    app.write_text(HYPNOTOAD_APP.format(port=port, dir=tmp_path))
+    r = rastro(prefork_config(port, "toad"))
+    master = servers(["hypnotoad", "-f", str(app)], port, log=tmp_path / "toad.log")
+    reqs = [(f"/w/{i}", 200) for i in range(6)] + [("/missing", 404)]
+    recs, bodies = check_prefork(r, master, "toad", 2, reqs)
+    assert_body_pids(recs[:6], bodies[:6])
+
+
+STARMAN_APP = """
+sub {
+    my $env = shift;
+    return [404, ['Content-Type' => 'text/plain'], ['not here']]
+        if $env->{PATH_INFO} eq '/missing';
+    return [200, ['Content-Type' => 'text/plain'], ["worker $$"]];
+};
+"""
+
+
+def test_starman_workers(rastro, servers, tmp_path):
+    if not shutil.which("starman"):
+        pytest.skip("Debian package starman is not installed")
+    port = free_port()
+    app = tmp_path / "app.psgi"
+    app.write_text(STARMAN_APP)
+    r = rastro(prefork_config(port, "starman"))
+    master = servers(["starman", "--listen", f"127.0.0.1:{port}", "--workers", "2", str(app)],
+                     port, log=tmp_path / "starman.log")
+    reqs = [(f"/w/{i}", 200) for i in range(6)] + [("/missing", 404)]
+    recs, bodies = check_prefork(r, master, "starman", 2, reqs)
+    assert_body_pids(recs[:6], bodies[:6])
+
+
+GUNICORN_APP = """
+import os
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/missing":
+        status, body = "404 Not Found", b"not here"
+    else:
+        status, body = "200 OK", f"worker {os.getpid()}".encode()
+    start_response(status, [("Content-Type", "text/plain"),
+                            ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def test_gunicorn_workers(rastro, servers, tmp_path):
+    if not shutil.which("gunicorn"):
+        pytest.skip("Debian package gunicorn is not installed")
+    port = free_port()
+    (tmp_path / "wsgiapp.py").write_text(GUNICORN_APP)
+    r = rastro(prefork_config(port, "gunicorn"))
+    master = servers(["gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
+                      "--chdir", str(tmp_path), "wsgiapp:app"], port, log=tmp_path / "gunicorn.log")
+    reqs = [(f"/w/{i}", 200) for i in range(6)] + [("/missing", 404)]
+    recs, bodies = check_prefork(r, master, "gunicorn", 2, reqs)
+    assert_body_pids(recs[:6], bodies[:6])
+
+
+APACHE_PREFORK_CONF = """
+ServerRoot {dir}
+LoadModule mpm_prefork_module /usr/lib/apache2/modules/mod_mpm_prefork.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+ServerName localhost
+Listen 127.0.0.1:{port}
+PidFile {dir}/httpd.pid
+ErrorLog {dir}/error.log
+User www-data
+Group www-data
+StartServers 2
+MinSpareServers 1
+MaxSpareServers 2
+DocumentRoot {dir}/www
+<Directory {dir}/www>
+    Require all granted
+</Directory>
+"""
+
+
+def test_apache_prefork_workers(rastro, servers):
+    binary = "/usr/sbin/apache2"
+    if not os.path.exists("/usr/lib/apache2/modules/mod_mpm_prefork.so"):
+        pytest.skip("apache2 with mpm_prefork is not installed")
+    # Its workers run as www-data: a directory they can read (tmp_path is 0700).
+    d = Path(tempfile.mkdtemp(prefix="rastro-apache-prefork-"))
+    try:
+        d.chmod(0o755)
+        (d / "www").mkdir(mode=0o755)
+        (d / "www" / "index.html").write_bytes(b"hello from apache prefork\n")
+        (d / "www" / "index.html").chmod(0o644)
+        port = free_port()
+        (d / "httpd.conf").write_text(APACHE_PREFORK_CONF.format(dir=d, port=port))
+        r = rastro(prefork_config(port, "apache"))
+        master = servers([binary, "-f", str(d / "httpd.conf"), "-DFOREGROUND"], port,
+                         log=d / "out.log")
+        reqs = [("/index.html", 200)] * 6 + [("/missing", 404)]
+        recs, bodies = check_prefork(r, master, "apache", 2, reqs)
+        assert bodies[0] == b"hello from apache prefork\n"
+        master.stop()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def spawn_with_pid(argv, want, log, tries=200):
+    """Starts argv as pid `want` (global pid namespace, where rastro's pids
+    live) by setting the kernel's last pid just before forking. Other processes
+    may fork in between: retries; None when it never got the pid."""
+    for _ in range(tries):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(want - 1))
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        if proc.pid == want:
+            return proc
+        proc.kill()
+        proc.wait()
+    return None
+
+
+def test_reused_pid_is_not_misattributed(rastro, servers, tmp_path):
+    """A traced process exits and an untraced one gets its pid at once: the
+    new process's traffic yields no record (the kernel dropped the exited
+    process's entry; nothing in user space puts the pid back)."""
+    traced_port, other_port = free_port(), free_port()
+    r = rastro(f"log_level: DEBUG\ndiscovery:\n  instrument:\n"
+               f"    - open_ports: {traced_port}\n      name: old\n")
+    first = servers(["/usr/bin/python3", str(APPS / "pyapp.py"), str(traced_port)], traced_port,
+                    log=tmp_path / "first.log")
+    r.wait_traced(first.pid)
+    assert get(traced_port, "/hello")[0] == 200
+    (rec,) = r.wait_records(1)
+    assert (rec["process.pid"], rec["service.name"]) == (first.pid, "old")
+    pid = first.pid
+    first.stop()  # exited and reaped: the pid is free
+    with open(tmp_path / "second.log", "w") as log:
+        second = spawn_with_pid(["/usr/bin/python3", str(APPS / "pyapp.py"), str(other_port)],
+                                pid, log)
+        if second is None:
+            pytest.skip(f"could not get pid {pid} again (other processes forked first)")
+        try:
+            wait_port(other_port)
+            for i in range(5):
+                assert get(other_port, f"/hello?i={i}")[0] == 200
+            assert get(other_port, "/status/404")[0] == 404
+            time.sleep(1.0)
+            recs = r.settle(quiet=1.0)
+            assert [(x["process.pid"], x["url.path"]) for x in recs] == [(pid, "/hello")]
+            assert r.stderr().count(f"instrumenting pid {pid} ") == 1
+            assert second.poll() is None
+        finally:
+            os.killpg(second.pid, signal.SIGTERM)
+            second.wait(10)

@@ -353,6 +353,47 @@ def test_exposition_and_promtool(rastro, perl_app):
     assert scrape(prom_port, method="POST")[0] == 405
 
 
+# ---- endpoint options
+
+def test_custom_path(rastro, perl_app):
+    """prometheus_export.path moves the endpoint: 200 there, 404 at /metrics."""
+    r, prom_port = start_rastro(rastro, perl_app, extra="prometheus_export: {path: /custom}\n")
+    assert get(perl_app.port, "/")[0] == 200
+    r.wait_records(1, lambda x: x["server.port"] == perl_app.port)
+    wait_for(lambda: count_total(scrape(prom_port, "/custom")[2]) == 1, timeout=10,
+             what="1 request on /custom")
+    status, ctype, body = scrape(prom_port, "/custom")
+    assert status == 200
+    assert ctype == "text/plain; version=0.0.4; charset=utf-8"
+    assert "rastro_payloads_truncated_total" in body.decode()
+    assert scrape(prom_port, "/metrics")[0] == 404
+    assert scrape(prom_port, "/")[0] == 404
+
+
+def test_beyla_prometheus_port_from_environment(tmp_path, perl_app):
+    """BEYLA_PROMETHEUS_PORT alone (no RASTRO_ variable, no YAML) opens the
+    endpoint on that port."""
+    port = free_port()
+    r = Rastro(tmp_path, config_for_ports(perl_app.port), env={"BEYLA_PROMETHEUS_PORT": str(port)})
+    del r.env["RASTRO_PROMETHEUS_PORT"]  # the fixture's 0
+    try:
+        r.start()
+        r.wait_traced(perl_app.pid)
+        wait_port(port)
+        assert get(perl_app.port, "/")[0] == 200
+        assert get(perl_app.port, "/fail")[0] == 500
+        r.wait_records(2, lambda x: x["server.port"] == perl_app.port)
+        wait_for(lambda: count_total(scrape(port)[2]) == 2, timeout=10,
+                 what="2 requests on the endpoint")
+        status, _, body = scrape(port)
+        assert status == 200
+        lines = [x for x in body.decode().splitlines() if x.startswith(COUNT + "{")]
+        assert len(lines) == 2 and all(SVC in x for x in lines), lines
+        assert "cannot listen" not in r.stderr()
+    finally:
+        r.stop()
+
+
 # ---- port rules
 
 def test_explicit_port_in_use_fails(tmp_path, perl_app):

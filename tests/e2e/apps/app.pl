@@ -56,17 +56,22 @@ get '/close' => sub {
     Mojo::IOLoop->stream($c->tx->connection)->close;
 };
 
-# A chunked response written in several separate writes.
+# A chunked response written in several separate writes. With delay=MS, each
+# chunk after the first, and the final 0-chunk, is written MS milliseconds
+# after the previous one (n delays in all).
 get '/chunked' => sub {
     my $c = shift;
     my $n = $c->param('n') // 5;
+    my $delay = ($c->param('delay') // 0) / 1000;
     my $i = 0;
     my $next;
     $next = sub {
-        if ($i++ < $n) {
-            $c->write_chunk(('x' x 100) . "\n", $next);
+        my $chunk = $i++ < $n ? ('x' x 100) . "\n" : '';
+        my $write = sub { $chunk eq '' ? $c->write_chunk('') : $c->write_chunk($chunk, $next) };
+        if ($delay && $i > 1) {
+            Mojo::IOLoop->timer($delay => $write);
         } else {
-            $c->write_chunk('');
+            $write->();
         }
     };
     $next->();
