@@ -3,10 +3,13 @@
 route: requests, errors, and p50/p95/p99 latency from the histogram buckets
 (interpolated within a bucket, as PromQL's histogram_quantile does).
 
-usage: red_table.py [URL] [--seconds N]   (N: the window the counts cover, for req/s)
+usage: red_table.py [URL] [--seconds N] [--expect M]
+  N: the window the counts cover, for req/s
+  M: wait (up to --wait seconds, 10 by default) until M requests are counted
 """
 import re
 import sys
+import time
 import urllib.request
 from collections import defaultdict
 
@@ -39,16 +42,7 @@ def quantile(q, buckets):
     return prev_le
 
 
-def main():
-    url = "http://127.0.0.1:9400/metrics"
-    seconds = None
-    args = sys.argv[1:]
-    while args:
-        a = args.pop(0)
-        if a == "--seconds":
-            seconds = float(args.pop(0))
-        else:
-            url = a
+def measure(url):
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     count = defaultdict(float)
     errors = defaultdict(float)
@@ -65,6 +59,37 @@ def main():
         elif name.endswith("_bucket"):
             le = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
             buckets[key][le] = buckets[key].get(le, 0) + value
+    return count, errors, buckets
+
+
+def main():
+    url = "http://127.0.0.1:9400/metrics"
+    seconds = None
+    expect = 0
+    wait = 10.0
+    args = sys.argv[1:]
+    while args:
+        a = args.pop(0)
+        if a == "--seconds":
+            seconds = float(args.pop(0))
+        elif a == "--expect":
+            expect = int(args.pop(0))
+        elif a == "--wait":
+            wait = float(args.pop(0))
+        else:
+            url = a
+    # Requests are counted when their responses are seen: the last ones may
+    # still be on their way when the table is asked for.
+    deadline = time.monotonic() + wait
+    while True:
+        count, errors, buckets = measure(url)
+        total = int(sum(count.values()))
+        if total >= expect or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if total < expect:
+        print(f"  (only {total} of the {expect} requests sent were measured after {wait:g} s)",
+              file=sys.stderr)
     if not count:
         print("  (no HTTP server requests measured yet)")
         return

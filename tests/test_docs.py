@@ -1,5 +1,6 @@
 """The documentation cannot drift from the code: the settings reference is the
-one rastro prints, and every metric the code defines is in docs/metrics.md."""
+one rastro prints, every metric the code defines is in docs/metrics.md, and
+every docs/ or deploy/ path the READMEs and deploy/ files name exists."""
 import re
 import subprocess
 from pathlib import Path
@@ -37,3 +38,50 @@ def test_every_metric_is_documented():
         assert n in doc, n
     for n in re.findall(r'\{"([a-z]+\.[a-z_.]+)", "(?:s|By)"', src):
         assert f"`{n}`" in doc, n
+
+
+# Paths that the documentation tells the reader to create, not ones it points to.
+GENERATED = {"deploy/btf/vmlinux.h"}
+# A docs/*.md or deploy/... path, not inside a longer path (/usr/src/app, ../deploy).
+REPO_PATH = re.compile(r"(?<![\w./-])((?:docs/[\w.-]+\.md)|(?:deploy(?:/[\w.*-]+)+))")
+
+
+def mentioned_paths(text):
+    for m in REPO_PATH.finditer(text):
+        yield m.group(1).rstrip(".")
+
+
+def test_paths_named_in_readmes_and_deploy_exist():
+    sources = [ROOT / "README.md", ROOT / "README.pt-BR.md"]
+    sources += sorted(p for p in (ROOT / "deploy").rglob("*") if p.is_file())
+    checked, missing = set(), {}
+    for src in sources:
+        try:
+            text = src.read_text()
+        except UnicodeDecodeError:
+            continue
+        for path in mentioned_paths(text):
+            if path in GENERATED:
+                continue
+            checked.add(path)
+            if not (ROOT / path).exists():
+                missing.setdefault(path, []).append(str(src.relative_to(ROOT)))
+    assert "docs/configuration.md" in checked and "deploy/docker-compose.yml" in checked
+    assert not missing, "named but missing: " + "; ".join(
+        f"{path} (in {', '.join(sorted(set(srcs)))})" for path, srcs in sorted(missing.items()))
+
+
+def test_deploy_readme_table_names_existing_files():
+    """deploy/README.md's first table lists its directory's files, relative to it."""
+    text = (ROOT / "deploy" / "README.md").read_text()
+    rows = re.findall(r"^\| `([^`]+)` \|", text.split("\n\n## ", 1)[0], re.M)
+    assert len(rows) >= 5
+    for name in rows:
+        assert (ROOT / "deploy" / name).exists(), name
+
+
+def test_path_pattern():
+    text = ("see docs/configuration.md. and (deploy/kubernetes/) or `deploy/btf/vmlinux.h`, "
+            "not /usr/src/app nor ../deploy/x nor mydocs/a.md")
+    assert list(mentioned_paths(text)) == ["docs/configuration.md", "deploy/kubernetes",
+                                           "deploy/btf/vmlinux.h"]

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "version.h"
@@ -54,8 +55,10 @@ static const struct setting settings[] = {
 	{"log_level", NULL, {"RASTRO_LOG_LEVEL", "BEYLA_LOG_LEVEL"}, T_LOGLEVEL, OFF(log_level), "INFO",
 	 0, 0, "DEBUG|INFO|WARN|ERROR", "Log verbosity; libbpf's messages appear at DEBUG.", "log_level"},
 	{"trace_printer", NULL, {"RASTRO_TRACE_PRINTER", "BEYLA_TRACE_PRINTER"}, T_ENUM,
-	 OFF(trace_printer), "disabled", 0, 0, "disabled|text|json",
-	 "Print every request to stdout: one human line, or one JSON object per line.",
+	 OFF(trace_printer), NULL, 0, 0, "disabled|text|json",
+	 "Print every request to stdout: one human line, or one JSON object per line. Not set: "
+	 "text when stdout is a terminal and no OTLP traces endpoint is configured, else disabled "
+	 "(the choice and its reason are logged: at INFO when it is text, else at DEBUG).",
 	 "trace_printer"},
 
 	/* discovery */
@@ -1101,6 +1104,35 @@ static int finish(struct rastro_config *cfg)
 	return 0;
 }
 
+/* trace_printer set nowhere (file, environment, command line): someone trying
+ * rastro at a terminal with no OTLP backend sees its requests; a service (its
+ * stdout a journal, a pipe or a file) or one exporting spans stays quiet. */
+static void choose_printer(struct rastro_config *cfg)
+{
+	bool tty = isatty(STDOUT_FILENO) == 1;
+	const char *why;
+	if (cfg->otlp_traces.endpoint) {
+		cfg->trace_printer = PRINTER_DISABLED;
+		why = "traces are exported over OTLP";
+	} else if (!tty) {
+		cfg->trace_printer = PRINTER_DISABLED;
+		why = "stdout is not a terminal";
+	} else {
+		cfg->trace_printer = PRINTER_TEXT;
+		why = "stdout is a terminal and no OTLP traces endpoint is configured";
+	}
+	/* Turning the printer on is news, said at INFO. Leaving it off is what
+	 * rastro (and Beyla) always did, and what every service and test sees:
+	 * DEBUG, so their start-up logs do not change. The logger's level is
+	 * applied by the caller; honour the configured one. */
+	enum log_level lvl = cfg->trace_printer == PRINTER_TEXT ? LOG_INFO : LOG_DEBUG;
+	if (lvl >= cfg->log_level)
+		log__write(lvl,
+			   "trace printer: %s (trace_printer not set: %s; set it, "
+			   "RASTRO_TRACE_PRINTER or --trace-printer to choose)",
+			   cfg->trace_printer == PRINTER_TEXT ? "text" : "disabled", why);
+}
+
 /* ---- command line */
 
 static void usage(FILE *out)
@@ -1306,6 +1338,8 @@ int config__load(struct rastro_config *cfg, int argc, char **argv)
 	}
 	if (finish(cfg))
 		return CONFIG_EXIT_INVALID;
+	if (!cli_printer && !config__is_set(cfg, "trace_printer"))
+		choose_printer(cfg);
 	return 0;
 }
 

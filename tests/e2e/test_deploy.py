@@ -898,8 +898,8 @@ def test_kubernetes_manifests():
     assert ds["spec"]["selector"]["matchLabels"].items() <= \
         ds["spec"]["template"]["metadata"]["labels"].items()
     (ctr,) = pod["containers"]
-    assert ctr["resources"] == {"requests": {"cpu": "50m", "memory": "32Mi"},
-                                "limits": {"memory": "64Mi"}}
+    assert ctr["resources"] == {"requests": {"cpu": "100m", "memory": "64Mi"},
+                                "limits": {"memory": "128Mi"}}
     assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
     # host paths: the kernel's BTF only, read-only (no tracefs, no cgroupfs, no /proc)
     host = {v["name"]: v["hostPath"] for v in pod["volumes"] if "hostPath" in v}
