@@ -233,6 +233,57 @@ static void test_resource_attributes_env(void)
 	clear_env();
 }
 
+/* The sampler in YAML, block and flow forms, and the environment over the file. */
+static void test_sampler_yaml(void)
+{
+	struct rastro_config cfg;
+	char err[4096];
+	clear_env();
+	CHECK_INT(load(&cfg,
+		       write_file("sampler.yml", "open_port: 80\n"
+						 "otel_traces_export: {sampler: {name: traceidratio, "
+						 "arg: 0.25}}\n"),
+		       NULL, err, sizeof(err)),
+		  0);
+	CHECK(strstr(err, "WARN") == NULL && strstr(err, "ERROR") == NULL);
+	CHECK_INT(cfg.sampler, SAMPLER_TRACEIDRATIO);
+	CHECK(cfg.sampler_arg == 0.25);
+	config__free(&cfg);
+
+	CHECK_INT(load(&cfg,
+		       write_file("sampler.yml", "open_port: 80\n"
+						 "otel_traces_export:\n"
+						 "  sampler:\n"
+						 "    name: parentbased_traceidratio\n"
+						 "    arg: 0.125\n"),
+		       NULL, err, sizeof(err)),
+		  0);
+	CHECK(strstr(err, "WARN") == NULL && strstr(err, "ERROR") == NULL);
+	CHECK_INT(cfg.sampler, SAMPLER_PARENTBASED_TRACEIDRATIO);
+	CHECK(cfg.sampler_arg == 0.125);
+	config__free(&cfg);
+
+	/* defaults: parentbased_always_on, ratio 1 */
+	CHECK_INT(load(&cfg, write_file("sampler.yml", "open_port: 80\n"), NULL, err, sizeof(err)),
+		  0);
+	CHECK_INT(cfg.sampler, SAMPLER_PARENTBASED_ALWAYS_ON);
+	CHECK(cfg.sampler_arg == 1.0);
+	config__free(&cfg);
+
+	setenv("OTEL_TRACES_SAMPLER", "always_off", 1);
+	setenv("OTEL_TRACES_SAMPLER_ARG", "0.5", 1);
+	CHECK_INT(load(&cfg,
+		       write_file("sampler.yml", "open_port: 80\n"
+						 "otel_traces_export: {sampler: {name: traceidratio, "
+						 "arg: 0.25}}\n"),
+		       NULL, err, sizeof(err)),
+		  0);
+	CHECK_INT(cfg.sampler, SAMPLER_ALWAYS_OFF);
+	CHECK(cfg.sampler_arg == 0.5);
+	config__free(&cfg);
+	clear_env();
+}
+
 int main(void)
 {
 	if (!mkdtemp(dir))
@@ -241,6 +292,7 @@ int main(void)
 	test_errors();
 	test_helpers();
 	test_resource_attributes_env();
+	test_sampler_yaml();
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd))
