@@ -19,6 +19,26 @@ APPS = ROOT / "tests" / "e2e" / "apps"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF programs")
 
 
+_SHARED_DIR = None
+
+
+def world_readable(path):
+    """A copy of a file that any user can read and execute, for tests that run
+    something as nobody: the checkout may sit in a directory only root can
+    enter (a `mktemp -d` clone is 0700)."""
+    global _SHARED_DIR
+    import shutil
+    import tempfile
+    if _SHARED_DIR is None:
+        _SHARED_DIR = Path(tempfile.mkdtemp(prefix="rastro-shared-", dir="/tmp"))
+        _SHARED_DIR.chmod(0o755)
+    dst = _SHARED_DIR / Path(path).name
+    if not dst.exists():
+        shutil.copy(path, dst)
+        dst.chmod(0o755)
+    return dst
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -123,7 +123,10 @@ class OtlpReceiver:
         recorded by receiver.js: seq, time_ms, path, signal, status, headers,
         body_bytes, decode_error, request (the decoded message)."""
         out = []
-        for line in self.output.read_text().splitlines():
+        text = self.output.read_text()
+        # The receiver may be writing its last line right now: only whole
+        # lines (ended by a newline) are complete records.
+        for line in text[:text.rfind("\n") + 1].splitlines():
             if line.strip():
                 rec = json.loads(line)
                 if signal is None or rec["signal"] == signal:

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import RASTRO, ROOT, config_for_ports, free_port, needs_root
+from conftest import RASTRO, ROOT, config_for_ports, free_port, needs_root, world_readable
 
 SEED = str(ROOT / "examples/perlapp/beyla.yml")
 
@@ -54,8 +54,10 @@ def test_config_path_from_environment(tmp_path):
 
 
 def test_not_root_is_one_clear_line():
-    r = run(["--config", SEED], prefix=("setpriv", "--reuid=65534", "--regid=65534",
-                                        "--clear-groups", "--inh-caps=-all"))
+    # copies nobody can read, wherever the checkout is
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "--inh-caps=-all", str(world_readable(RASTRO)), "--config",
+                        str(world_readable(SEED))], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     lines = [l for l in r.stderr.splitlines() if l.startswith("rastro:")]
     assert len(lines) == 1

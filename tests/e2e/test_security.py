@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, config_for_ports, free_port, needs_root, wait_for, wait_port
+from conftest import (APPS, config_for_ports, free_port, needs_root, wait_for, wait_port,
+                      world_readable)
 from db_fixtures import PSQL, REDIS_CLI, postgres, redis_server  # noqa: F401  (fixtures)
 from otlp_fixtures import otlp_receiver  # noqa: F401  (fixture)
 
@@ -59,7 +60,7 @@ def nobody_app(servers, tmp_path):
     """The Perl app running as nobody: discovering it needs CAP_SYS_PTRACE and
     CAP_DAC_READ_SEARCH."""
     port = free_port()
-    return servers([*NOBODY, "perl", str(APPS / "app.pl"), str(port)], port,
+    return servers([*NOBODY, "perl", str(world_readable(APPS / "app.pl")), str(port)], port,
                    log=tmp_path / "nobody-app.log")
 
 
@@ -100,7 +101,8 @@ def test_exactly_the_documented_capabilities(rastro, nobody_app, servers, tmp_pa
     assert c["CapBnd"] == mask(DOCUMENTED)
     assert c["NoNewPrivs"] == 1
 
-    later = servers([*NOBODY, "perl", str(APPS / "app.pl"), str(later_port)], later_port,
+    later = servers([*NOBODY, "perl", str(world_readable(APPS / "app.pl")), str(later_port)],
+                    later_port,
                     log=tmp_path / "later.log")
     r.wait_traced(pid_of_listener(later_port))
     assert get(nobody_app.port, "/users/1")[0] == 200
