@@ -4,7 +4,6 @@ nghttp, curl (prior knowledge and h2c upgrade), Apache's mod_http2 (h2c
 upgrade). Servers are selected by open_ports, clients (in their own tests) by
 exe_path. Every test asserts exact records."""
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -212,16 +211,13 @@ def copy_interpreter(tmp_path, name):
     return str(dst)
 
 
-def test_grpc_client_spans(rastro, servers, tmp_path, stubs):
-    srv = grpc_server(servers, tmp_path, stubs)
-    interp = copy_interpreter(tmp_path, "greeter-client-python3")
-    r = rastro('log_level: INFO\ndiscovery:\n  instrument:\n'
-               '    - exe_path: "*/greeter-client-python3"\n      name: greeter-client\n'
-               '      namespace: test\n')
+def run_greeter_client(r, interp, stubs, port, tmp_path, *calls):
+    """Runs the gRPC greeter client (interp: a copy of python3 that rastro
+    selects by exe_path) with these calls; they start only once rastro traces
+    the client (a gate file). Returns the finished process."""
     gate = tmp_path / "gate"
     client = subprocess.Popen(
-        [interp, str(GREETER), str(stubs), "client", str(srv.port), f"gate:{gate}",
-         "hello:bob", "fail:5", "fail:13", "stream:3:20", "concurrent:10"],
+        [interp, str(GREETER), str(stubs), "client", str(port), f"gate:{gate}", *calls],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         r.wait_traced(client.pid)
@@ -231,6 +227,17 @@ def test_grpc_client_spans(rastro, servers, tmp_path, stubs):
         if client.poll() is None:
             client.kill()
             client.wait()
+    return client
+
+
+def test_grpc_client_spans(rastro, servers, tmp_path, stubs):
+    srv = grpc_server(servers, tmp_path, stubs)
+    interp = copy_interpreter(tmp_path, "greeter-client-python3")
+    r = rastro('log_level: INFO\ndiscovery:\n  instrument:\n'
+               '    - exe_path: "*/greeter-client-python3"\n      name: greeter-client\n'
+               '      namespace: test\n')
+    client = run_greeter_client(r, interp, stubs, srv.port, tmp_path, "hello:bob", "fail:5",
+                                "fail:13", "stream:3:20", "concurrent:10")
     recs = settle_exact(r, 14, lambda x: x["kind"] == "CLIENT")
     assert r.snapshot(lambda x: x["kind"] == "SERVER") == []
     assert [(x["rpc.method"], x["rpc.response.status_code"], x.get("error.type"))
@@ -500,19 +507,7 @@ def test_grpc_client_and_server_one_trace(rastro, servers, tmp_path, stubs):
                '    - exe_path: "*/greeter-client-python3"\n      name: greeter-client\n'
                '      namespace: test\n')
     r.wait_traced(srv.pid)
-    gate = tmp_path / "gate"
-    client = subprocess.Popen(
-        [interp, str(GREETER), str(stubs), "client", str(srv.port), f"gate:{gate}",
-         "hello:one", "fail:5", "concurrent:8"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        r.wait_traced(client.pid)
-        gate.touch()
-        assert client.wait(30) == 0, client.stderr.read()
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+    run_greeter_client(r, interp, stubs, srv.port, tmp_path, "hello:one", "fail:5", "concurrent:8")
     recs = settle_exact(r, 20, lambda x: True)
     clients = {x["span_id"]: x for x in recs if x["kind"] == "CLIENT"}
     servers_ = [x for x in recs if x["kind"] == "SERVER"]
@@ -540,19 +535,8 @@ def test_grpc_span_status_otlp(rastro, servers, tmp_path, stubs, otlp_receiver):
                'otel_traces_export:\n  schedule_delay: 200ms\n',
                env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.traces_url})
     r.wait_traced(srv.pid)
-    gate = tmp_path / "gate"
-    client = subprocess.Popen(
-        [interp, str(GREETER), str(stubs), "client", str(srv.port), f"gate:{gate}",
-         "hello:ok", "fail:5", "fail:13", "fail:3", "fail:2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        r.wait_traced(client.pid)
-        gate.touch()
-        assert client.wait(30) == 0, client.stderr.read()
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+    run_greeter_client(r, interp, stubs, srv.port, tmp_path,
+                       "hello:ok", "fail:5", "fail:13", "fail:3", "fail:2")
     recs = settle_exact(r, 10, lambda x: True)
     assert len(recs) == 10
     otlp_receiver.wait_spans(10)

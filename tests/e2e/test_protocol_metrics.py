@@ -2,14 +2,13 @@
 from rastro's Prometheus endpoint after known traffic: exact counts per
 attribute set."""
 import re
-import subprocess
 import urllib.request
 
 from conftest import free_port, needs_root, config_for_ports
 from db_fixtures import mariadb, postgres, redis_server  # noqa: F401
 from test_db import dbapp, get  # noqa: F401
-from test_http2 import (GREETER, INDEX, copy_interpreter, curl, grpc_client,  # noqa: F401
-                        grpc_server, nghttpd, stubs)
+from test_http2 import (INDEX, copy_interpreter, curl, grpc_client,  # noqa: F401
+                        grpc_server, nghttpd, run_greeter_client, stubs)
 
 pytestmark = needs_root
 
@@ -115,19 +114,8 @@ def test_rpc_client_call_duration(rastro, servers, tmp_path, stubs):
     r = rastro('log_level: INFO\ndiscovery:\n  instrument:\n'
                '    - exe_path: "*/greeter-client-python3"\n      name: greeter-client\n'
                '      namespace: test\n', env={"RASTRO_PROMETHEUS_PORT": str(prom)})
-    gate = tmp_path / "gate"
-    client = subprocess.Popen(
-        [interp, str(GREETER), str(stubs), "client", str(srv.port), f"gate:{gate}",
-         "hello:ana", "hello:bia", "fail:5", "fail:13", "stream:3:10"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        r.wait_traced(client.pid)
-        gate.touch()
-        assert client.wait(30) == 0, client.stderr.read()
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+    run_greeter_client(r, interp, stubs, srv.port, tmp_path,
+                       "hello:ana", "hello:bia", "fail:5", "fail:13", "stream:3:10")
     r.wait_records(5, lambda x: x["kind"] == "CLIENT", timeout=30)
     r.settle()
     samples = scrape(prom)
