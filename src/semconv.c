@@ -331,13 +331,13 @@ void semconv__span_attributes(const struct request *r, const struct rastro_confi
 {
 	char local[INET6_ADDRSTRLEN] = "", remote[INET6_ADDRSTRLEN], buf[16];
 	const char *host;
+	bool server = semconv__is_server(r);
 	/* The local address is only the fallback server.address of a server
 	 * span without a Host (:authority): formatted only then. */
 	semconv__format_addr(r->tuple.remote_addr, remote, sizeof(remote));
-	if (semconv__is_server(r) && !host_name(r, &host))
+	if (server && !host_name(r, &host))
 		semconv__format_addr(r->tuple.local_addr, local, sizeof(local));
 	const char *err = semconv__error_type(r, buf, sizeof(buf));
-	bool server = semconv__is_server(r);
 
 	if (r->kind == REQ_DB_CLIENT) {
 		str_attr(fn, ctx, "db.system.name", db_system_name(r->db_system),
