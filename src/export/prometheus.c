@@ -12,6 +12,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -69,43 +70,124 @@ size_t prometheus__label_name(const char *key, char *out, size_t cap)
 	return o;
 }
 
+/* The text being rendered: a growable buffer instead of a FILE, so that a
+ * scrape is produced a piece at a time (struct scrape) and only that piece
+ * is ever held. */
+struct outbuf {
+	char *b;
+	size_t len, cap;
+	bool failed; /* out of memory: the output is incomplete */
+};
+
+static bool ob_reserve(struct outbuf *o, size_t n)
+{
+	if (o->failed)
+		return false;
+	if (o->len + n <= o->cap)
+		return true;
+	size_t cap = o->cap ? o->cap : 4096;
+	while (cap < o->len + n)
+		cap *= 2;
+	char *b = realloc(o->b, cap);
+	if (!b) {
+		o->failed = true;
+		return false;
+	}
+	o->b = b;
+	o->cap = cap;
+	return true;
+}
+
+static void ob_write(struct outbuf *o, const char *s, size_t n)
+{
+	if (!ob_reserve(o, n))
+		return;
+	memcpy(o->b + o->len, s, n);
+	o->len += n;
+}
+
+static void ob_puts(struct outbuf *o, const char *s)
+{
+	ob_write(o, s, strlen(s));
+}
+
+static void ob_putc(struct outbuf *o, char c)
+{
+	ob_write(o, &c, 1);
+}
+
+__attribute__((format(printf, 2, 3))) static void ob_printf(struct outbuf *o, const char *fmt,
+							    ...)
+{
+	va_list ap;
+	if (!ob_reserve(o, 256))
+		return;
+	va_start(ap, fmt);
+	int n = vsnprintf(o->b + o->len, o->cap - o->len, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		o->failed = true;
+		return;
+	}
+	if ((size_t)n >= o->cap - o->len) {
+		if (!ob_reserve(o, (size_t)n + 1))
+			return;
+		va_start(ap, fmt);
+		vsnprintf(o->b + o->len, o->cap - o->len, fmt, ap);
+		va_end(ap);
+	}
+	o->len += (size_t)n;
+}
+
+static void ob_u64(struct outbuf *o, uint64_t v)
+{
+	char tmp[24];
+	int i = sizeof(tmp);
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	ob_write(o, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
 /* A label value: escaped per the text format, invalid UTF-8 replaced. */
-static void write_value(FILE *out, const char *s, size_t len)
+static void write_value(struct outbuf *out, const char *s, size_t len)
 {
 	size_t i = 0;
 	while (i < len) {
 		char c = s[i];
 		if (c == '\\' || c == '"') {
-			fputc('\\', out);
-			fputc(c, out);
+			ob_putc(out, '\\');
+			ob_putc(out, c);
 			i++;
 		} else if (c == '\n') {
-			fputs("\\n", out);
+			ob_puts(out, "\\n");
 			i++;
 		} else {
 			size_t n = utf8__char_len(s + i, len - i);
 			if (n) {
-				fwrite(s + i, 1, n, out);
+				ob_write(out, s + i, n);
 				i += n;
 			} else {
-				fputs("\xEF\xBF\xBD", out); /* U+FFFD */
+				ob_puts(out, "\xEF\xBF\xBD"); /* U+FFFD */
 				i++;
 			}
 		}
 	}
 }
 
-static void write_label(FILE *out, bool *first, const char *name, const char *value, size_t len)
+static void write_label(struct outbuf *out, bool *first, const char *name, const char *value,
+			size_t len)
 {
-	fputs(*first ? "{" : ",", out);
+	ob_puts(out, *first ? "{" : ",");
 	*first = false;
-	fputs(name, out);
-	fputs("=\"", out);
+	ob_puts(out, name);
+	ob_puts(out, "=\"");
 	write_value(out, value, len);
-	fputc('"', out);
+	ob_putc(out, '"');
 }
 
-static void write_attr(FILE *out, bool *first, const struct attr *a)
+static void write_attr(struct outbuf *out, bool *first, const struct attr *a)
 {
 	char name[256];
 	prometheus__label_name(a->key, name, sizeof(name));
@@ -118,29 +200,54 @@ static void write_attr(FILE *out, bool *first, const struct attr *a)
 	}
 }
 
-static void write_service_labels(FILE *out, bool *first, const struct service *s)
+static void write_service_labels(struct outbuf *out, bool *first, const struct service *s)
 {
 	write_label(out, first, "service_name", s->name, strlen(s->name));
 	write_label(out, first, "service_namespace", s->namespace_, strlen(s->namespace_));
 }
 
-struct render {
-	FILE *out;
+/* One scrape in progress. The exposition is cut into items (a target_info
+ * line, a histogram point with all its lines, the self-metrics) rendered a
+ * few at a time into `out`; the endpoint sends them before rendering more,
+ * so memory is bounded by one chunk, not by the number of series. Between
+ * two pieces the event loop runs and the registry changes: the cursors are
+ * creation numbers (struct metrics_cursor), so a scrape never shows a series
+ * twice nor touches a freed one, and stays a valid exposition. */
+enum scrape_phase { SCRAPE_TARGET_INFO = 0, SCRAPE_HISTOGRAMS, SCRAPE_SELF, SCRAPE_DONE };
+
+struct scrape {
+	const struct metrics *m;
 	const struct rastro_config *cfg;
-	bool header_done;
+	bool has_self;
+	struct self_stats self;
+	enum scrape_phase phase;
+	uint64_t svc_cursor;	/* SCRAPE_TARGET_INFO */
+	int metric;		/* SCRAPE_HISTOGRAMS */
+	struct metrics_cursor points;
+	bool header_done;	/* of the current family */
+	size_t want;		/* render until this much is pending */
+	struct outbuf out;	/* pending text */
+	size_t sent;		/* of out, already handed out */
+	struct outbuf labels;	/* scratch: one point's label set */
 };
 
-static void target_info(void *ctx, const struct service *s)
+/* Rendered ahead of what the HTTP connection asks for, so that the registry
+ * is walked once per chunk rather than once per point. */
+#define SCRAPE_CHUNK (32 * 1024)
+/* MHD's buffer for the pieces it asks for. */
+#define SCRAPE_READ_BLOCK (16 * 1024)
+
+static void target_info(struct scrape *sc, const struct service *s)
 {
-	struct render *r = ctx;
+	struct outbuf *out = &sc->out;
 	struct attr attrs[RESOURCE_MAX_ATTRS];
 	char names[RESOURCE_MAX_ATTRS][256];
-	int n = resource__attributes(s, r->cfg, attrs);
-	if (!r->header_done) {
-		fputs("# HELP target_info Target metadata\n# TYPE target_info gauge\n", r->out);
-		r->header_done = true;
+	int n = resource__attributes(s, sc->cfg, attrs);
+	if (!sc->header_done) {
+		ob_puts(out, "# HELP target_info Target metadata\n# TYPE target_info gauge\n");
+		sc->header_done = true;
 	}
-	fputs("target_info", r->out);
+	ob_puts(out, "target_info");
 	bool first = true;
 	int written = 0;
 	for (int i = 0; i < n; i++) {
@@ -156,21 +263,17 @@ static void target_info(void *ctx, const struct service *s)
 		if (attrs[i].type == ATTR_INT) {
 			char num[24];
 			int len = snprintf(num, sizeof(num), "%lld", (long long)attrs[i].num);
-			write_label(r->out, &first, name, num, (size_t)len);
+			write_label(out, &first, name, num, (size_t)len);
 		} else {
-			write_label(r->out, &first, name, attrs[i].str, attrs[i].len);
+			write_label(out, &first, name, attrs[i].str, attrs[i].len);
 		}
 	}
-	fputs(first ? " 1\n" : "} 1\n", r->out);
+	ob_puts(out, first ? " 1\n" : "} 1\n");
 }
 
-struct family_render {
-	FILE *out;
-	const struct metric_desc *desc;
-	bool header_done;
-};
-
-static void series_labels(FILE *out, const struct metric_point *p)
+/* The label set of a point without its closing brace, rendered once and
+ * repeated on each of its lines. */
+static void series_labels(struct outbuf *out, const struct metric_point *p)
 {
 	bool first = true;
 	write_service_labels(out, &first, p->service);
@@ -178,16 +281,24 @@ static void series_labels(FILE *out, const struct metric_point *p)
 		write_attr(out, &first, &p->attrs[i]);
 }
 
-static void histogram_point(void *ctx, const struct metric_point *p)
+static bool histogram_point(void *ctx, const struct metric_point *p)
 {
-	struct family_render *f = ctx;
-	FILE *out = f->out;
-	const char *name = f->desc->prom_name;
+	struct scrape *sc = ctx;
+	struct outbuf *out = &sc->out;
+	const struct metric_desc *desc = metrics__desc(p->metric);
+	const char *name = desc->prom_name;
+	size_t name_len = strlen(name);
 	char num[32];
-	if (!f->header_done) {
-		fprintf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, f->desc->description,
-			name);
-		f->header_done = true;
+	if (!sc->header_done) {
+		ob_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, desc->description,
+			  name);
+		sc->header_done = true;
+	}
+	sc->labels.len = 0;
+	series_labels(&sc->labels, p);
+	if (sc->labels.failed) {
+		out->failed = true;
+		return false;
 	}
 	uint64_t cumulative = 0;
 	for (int i = 0; i <= p->nbounds; i++) {
@@ -196,47 +307,155 @@ static void histogram_point(void *ctx, const struct metric_point *p)
 			format_double(p->bounds[i], num, sizeof(num));
 		else
 			snprintf(num, sizeof(num), "+Inf");
-		fprintf(out, "%s_bucket", name);
-		series_labels(out, p);
-		fprintf(out, ",le=\"%s\"} %llu\n", num, (unsigned long long)cumulative);
+		ob_write(out, name, name_len);
+		ob_puts(out, "_bucket");
+		ob_write(out, sc->labels.b, sc->labels.len);
+		ob_puts(out, ",le=\"");
+		ob_puts(out, num);
+		ob_puts(out, "\"} ");
+		ob_u64(out, cumulative);
+		ob_putc(out, '\n');
 	}
 	format_double(p->sum, num, sizeof(num));
-	fprintf(out, "%s_sum", name);
-	series_labels(out, p);
-	fprintf(out, "} %s\n", num);
-	fprintf(out, "%s_count", name);
-	series_labels(out, p);
-	fprintf(out, "} %llu\n", (unsigned long long)p->count);
+	ob_write(out, name, name_len);
+	ob_puts(out, "_sum");
+	ob_write(out, sc->labels.b, sc->labels.len);
+	ob_puts(out, "} ");
+	ob_puts(out, num);
+	ob_putc(out, '\n');
+	ob_write(out, name, name_len);
+	ob_puts(out, "_count");
+	ob_write(out, sc->labels.b, sc->labels.len);
+	ob_puts(out, "} ");
+	ob_u64(out, p->count);
+	ob_putc(out, '\n');
+	return !out->failed && out->len < sc->want;
 }
 
 static void self_family(void *ctx, const struct self_family *fam)
 {
-	FILE *out = ctx;
+	struct outbuf *out = ctx;
 	const char *suffix = fam->counter ? "_total" : "";
-	fprintf(out, "# HELP %s%s %s\n# TYPE %s%s %s\n", fam->name, suffix, fam->help, fam->name,
-		suffix, fam->counter ? "counter" : "gauge");
+	ob_printf(out, "# HELP %s%s %s\n# TYPE %s%s %s\n", fam->name, suffix, fam->help,
+		  fam->name, suffix, fam->counter ? "counter" : "gauge");
 	for (int i = 0; i < fam->nsamples; i++) {
 		const struct self_sample *s = &fam->samples[i];
-		fprintf(out, "%s%s", fam->name, suffix);
+		ob_puts(out, fam->name);
+		ob_puts(out, suffix);
 		bool first = true;
 		for (int l = 0; l < s->nlabels; l++)
 			write_label(out, &first, s->label_key[l], s->label_value[l],
 				    strlen(s->label_value[l]));
-		fprintf(out, "%s %llu\n", first ? "" : "}", (unsigned long long)s->value);
+		ob_puts(out, first ? " " : "} ");
+		ob_u64(out, s->value);
+		ob_putc(out, '\n');
 	}
+}
+
+static void scrape_init(struct scrape *sc, const struct metrics *m,
+			const struct rastro_config *cfg, const struct self_stats *st)
+{
+	memset(sc, 0, sizeof(*sc));
+	sc->m = m;
+	sc->cfg = cfg;
+	if (st) {
+		sc->has_self = true;
+		sc->self = *st;
+	}
+}
+
+static void scrape_release(struct scrape *sc)
+{
+	free(sc->out.b);
+	free(sc->labels.b);
+}
+
+/* Renders the next items until `want` bytes are pending or the exposition
+ * is complete. false when out of memory. */
+static bool scrape_fill(struct scrape *sc, size_t want)
+{
+	sc->want = want;
+	while (!sc->out.failed && sc->out.len < want && sc->phase != SCRAPE_DONE) {
+		switch (sc->phase) {
+		case SCRAPE_TARGET_INFO: {
+			const struct service *s = metrics__next_service(sc->m, &sc->svc_cursor);
+			if (s) {
+				target_info(sc, s);
+			} else {
+				sc->phase = SCRAPE_HISTOGRAMS;
+				sc->header_done = false;
+			}
+			break;
+		}
+		case SCRAPE_HISTOGRAMS:
+			if (sc->metric >= METRIC__COUNT) {
+				sc->phase = SCRAPE_SELF;
+			} else if (metrics__points_from(sc->m, sc->metric, &sc->points,
+							histogram_point, sc)) {
+				sc->metric++;
+				sc->points = (struct metrics_cursor){0};
+				sc->header_done = false;
+			}
+			break;
+		case SCRAPE_SELF:
+			self_metrics__collect(sc->has_self ? &sc->self : NULL, sc->m, self_family,
+					      &sc->out);
+			sc->phase = SCRAPE_DONE;
+			break;
+		case SCRAPE_DONE:
+			break;
+		}
+	}
+	return !sc->out.failed;
 }
 
 int prometheus__render(FILE *out, const struct metrics *m, const struct rastro_config *cfg,
 		       const struct self_stats *st)
 {
-	struct render r = {.out = out, .cfg = cfg};
-	metrics__foreach_service(m, target_info, &r);
-	for (int i = 0; i < METRIC__COUNT; i++) {
-		struct family_render f = {.out = out, .desc = metrics__desc(i)};
-		metrics__foreach_point(m, i, NULL, histogram_point, &f);
+	struct scrape *sc = malloc(sizeof(*sc));
+	if (!sc)
+		return -1;
+	scrape_init(sc, m, cfg, st);
+	int err = 0;
+	do {
+		sc->out.len = 0;
+		if (!scrape_fill(sc, SCRAPE_CHUNK)) {
+			err = -1;
+			break;
+		}
+		if (sc->out.len && fwrite(sc->out.b, 1, sc->out.len, out) != sc->out.len)
+			err = -1;
+	} while (!err && sc->phase != SCRAPE_DONE);
+	scrape_release(sc);
+	free(sc);
+	return err || ferror(out) ? -1 : 0;
+}
+
+/* MHD asks for the body a piece at a time (at most `max` bytes). */
+static ssize_t scrape_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct scrape *sc = cls;
+	(void)pos; /* MHD reads the body in order */
+	if (sc->sent == sc->out.len) {
+		sc->out.len = sc->sent = 0;
+		if (!scrape_fill(sc, SCRAPE_CHUNK))
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		if (!sc->out.len)
+			return MHD_CONTENT_READER_END_OF_STREAM;
 	}
-	self_metrics__collect(st, m, self_family, out);
-	return ferror(out) ? -1 : 0;
+	size_t n = sc->out.len - sc->sent;
+	if (n > max)
+		n = max;
+	memcpy(buf, sc->out.b + sc->sent, n);
+	sc->sent += n;
+	return (ssize_t)n;
+}
+
+static void scrape_free(void *cls)
+{
+	struct scrape *sc = cls;
+	scrape_release(sc);
+	free(sc);
 }
 
 /* ---- the HTTP server */
@@ -295,19 +514,22 @@ static enum MHD_Result on_http(void *cls, struct MHD_Connection *conn, const cha
 		p->self_fn(p->self_ctx, &st);
 		stp = &st;
 	}
-	char *body = NULL;
-	size_t len = 0;
-	FILE *out = open_memstream(&body, &len);
-	if (!out)
+	/* Streamed: rendered as MHD sends it (chunked transfer encoding, or the
+	 * connection's end for HTTP/1.0), never held whole. */
+	struct scrape *sc = malloc(sizeof(*sc));
+	if (!sc)
 		return MHD_NO;
-	int err = prometheus__render(out, p->m, p->cfg, stp);
-	if (fclose(out) || err) {
-		free(body);
-		static char msg[] = "out of memory\n";
-		return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, msg, sizeof(msg) - 1,
-			     MHD_RESPMEM_PERSISTENT, text);
+	scrape_init(sc, p->m, p->cfg, stp);
+	struct MHD_Response *resp = MHD_create_response_from_callback(
+	    MHD_SIZE_UNKNOWN, SCRAPE_READ_BLOCK, scrape_read, sc, scrape_free);
+	if (!resp) {
+		scrape_free(sc);
+		return MHD_NO;
 	}
-	return reply(conn, MHD_HTTP_OK, body, len, MHD_RESPMEM_MUST_FREE, PROMETHEUS_CONTENT_TYPE);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE);
+	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
+	return ret;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)

@@ -135,6 +135,7 @@ struct series {
 	bool overflow;
 	uint32_t klen;
 	int nhist;
+	uint64_t seq; /* creation order, for readers that resume (struct metrics_cursor) */
 	struct hist hist[3];
 	unsigned char *key;
 };
@@ -145,6 +146,7 @@ struct svc_entry {
 	struct series *head[REQ__COUNT], *tail[REQ__COUNT];
 	struct series *overflow[REQ__COUNT];
 	uint32_t nseries;
+	uint64_t seq; /* creation order, from the same counter as the series' */
 };
 
 struct metrics {
@@ -162,6 +164,7 @@ struct metrics {
 	const double *bounds[REQ__COUNT][3];
 	int nbounds[REQ__COUNT][3];
 	struct metrics_stats stats;
+	uint64_t next_seq; /* of the next service entry or series: lists are in seq order */
 };
 
 const struct metric_desc *metrics__desc(int metric)
@@ -451,6 +454,7 @@ static struct svc_entry *service_entry(struct metrics *m, const struct service *
 	/* The record only lends its service; the series keep it alive (and its
 	 * slot from being reused) until they expire. */
 	e->service = (struct service *)svc;
+	e->seq = ++m->next_seq;
 	service__ref(e->service);
 	e->prev = m->last;
 	if (m->last)
@@ -505,6 +509,7 @@ static struct series *alloc_series(struct metrics *m, struct svc_entry *e, enum 
 	s->overflow = k == NULL;
 	s->start_ns = s->last_ns = now_ns;
 	s->svc = e;
+	s->seq = ++m->next_seq;
 	s->prev = e->tail[kind];
 	if (e->tail[kind])
 		e->tail[kind]->next = s;
@@ -691,30 +696,79 @@ void metrics__foreach_service(const struct metrics *m, metric_service_fn fn, voi
 		fn(ctx, e->service);
 }
 
+static void fill_point(const struct metrics *m, const struct svc_entry *e, const struct series *s,
+		       int metric, struct metric_point *p)
+{
+	const struct metric_desc *d = &descs[metric];
+	const struct hist *h = &s->hist[d->hist];
+	p->metric = metric;
+	p->service = e->service;
+	p->overflow = s->overflow;
+	p->nattrs = decode_key(s, p->attrs);
+	p->start_ns = s->start_ns;
+	p->last_ns = s->last_ns;
+	p->count = h->count;
+	p->sum = h->sum;
+	p->min = h->min;
+	p->max = h->max;
+	p->nbounds = m->nbounds[d->kind][d->hist];
+	p->bounds = m->bounds[d->kind][d->hist];
+	p->buckets = h->buckets;
+}
+
 static void entry_points(const struct metrics *m, const struct svc_entry *e, int metric,
 			 metric_point_fn fn, void *ctx)
 {
 	const struct metric_desc *d = &descs[metric];
 	struct metric_point p;
 	for (const struct series *s = e->head[d->kind]; s; s = s->next) {
-		const struct hist *h = &s->hist[d->hist];
-		if (!h->count)
+		if (!s->hist[d->hist].count)
 			continue;
-		p.metric = metric;
-		p.service = e->service;
-		p.overflow = s->overflow;
-		p.nattrs = decode_key(s, p.attrs);
-		p.start_ns = s->start_ns;
-		p.last_ns = s->last_ns;
-		p.count = h->count;
-		p.sum = h->sum;
-		p.min = h->min;
-		p.max = h->max;
-		p.nbounds = m->nbounds[d->kind][d->hist];
-		p.bounds = m->bounds[d->kind][d->hist];
-		p.buckets = h->buckets;
+		fill_point(m, e, s, metric, &p);
 		fn(ctx, &p);
 	}
+}
+
+const struct service *metrics__next_service(const struct metrics *m, uint64_t *cursor)
+{
+	for (const struct svc_entry *e = m->first; e; e = e->next) {
+		if (e->seq > *cursor) {
+			*cursor = e->seq;
+			return e->service;
+		}
+	}
+	return NULL;
+}
+
+bool metrics__points_from(const struct metrics *m, int metric, struct metrics_cursor *cur,
+			  metric_point_more_fn fn, void *ctx)
+{
+	if (metric < 0 || metric >= METRIC__COUNT)
+		return true;
+	const struct metric_desc *d = &descs[metric];
+	struct metric_point p;
+	/* Entries and series are appended in seq order and only ever unlinked:
+	 * the first one past the cursor is where reading resumes, whatever was
+	 * added or removed since. */
+	for (const struct svc_entry *e = m->first; e; e = e->next) {
+		if (e->seq < cur->svc_seq)
+			continue;
+		if (e->seq > cur->svc_seq) {
+			cur->svc_seq = e->seq;
+			cur->series_seq = 0;
+		}
+		for (const struct series *s = e->head[d->kind]; s; s = s->next) {
+			if (s->seq <= cur->series_seq)
+				continue;
+			cur->series_seq = s->seq;
+			if (!s->hist[d->hist].count)
+				continue;
+			fill_point(m, e, s, metric, &p);
+			if (!fn(ctx, &p))
+				return false;
+		}
+	}
+	return true;
 }
 
 void metrics__foreach_point(const struct metrics *m, int metric, const struct service *svc,

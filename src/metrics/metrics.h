@@ -100,6 +100,25 @@ void metrics__foreach_service(const struct metrics *m, metric_service_fn fn, voi
 void metrics__foreach_point(const struct metrics *m, int metric, const struct service *svc,
 			    metric_point_fn fn, void *ctx);
 
+/* A reader's place in the registry that stays valid while series and
+ * services come and go (a streamed scrape renders a few points at a time
+ * from the event loop, and records and expiry run in between): it holds
+ * creation numbers, never pointers. Zero-initialised: the start. */
+struct metrics_cursor {
+	uint64_t svc_seq;    /* the service entry being read */
+	uint64_t series_seq; /* its last series already read */
+};
+typedef bool (*metric_point_more_fn)(void *ctx, const struct metric_point *p);
+/* The service after *cursor (0: the first), in foreach_service's order;
+ * advances *cursor. NULL at the end. */
+const struct service *metrics__next_service(const struct metrics *m, uint64_t *cursor);
+/* Like foreach_point for all services, from *cur on: calls fn for each point
+ * not read yet until fn returns false (that point counts as read). Returns
+ * true when the end was reached. Points of series created after the cursor
+ * passed their service are not seen; none is seen twice. */
+bool metrics__points_from(const struct metrics *m, int metric, struct metrics_cursor *cur,
+			  metric_point_more_fn fn, void *ctx);
+
 void metrics__stats(const struct metrics *m, struct metrics_stats *out);
 uint64_t metrics__start_ns(const struct metrics *m);
 /* Unit tests: keeps only these bits of every key hash, so that different

@@ -478,6 +478,91 @@ static void test_many_series(void)
 	many_series(7); /* chains of about 570 series */
 }
 
+/* ---- a reader that resumes (the streamed scrape) */
+
+struct one_point {
+	int seen[64]; /* by route number */
+	int n;
+};
+
+static bool take_one(void *ctx, const struct metric_point *p)
+{
+	struct one_point *o = ctx;
+	for (int i = 0; i < p->nattrs; i++) {
+		if (!strcmp(p->attrs[i].key, "http.route")) {
+			int route = atoi(p->attrs[i].str + 3); /* "/r/N" */
+			if (route >= 0 && route < 64)
+				o->seen[route]++;
+		}
+	}
+	o->n++;
+	return false; /* one point per call, like a scrape cut in small pieces */
+}
+
+static void record_route(struct metrics *m, struct service *s, int route, uint64_t now)
+{
+	char r[16];
+	snprintf(r, sizeof(r), "/r/%d", route);
+	metrics__record(m, http_server(s, "GET", 200, r, 80, MS, -1, -1), now);
+}
+
+/* Between two pieces, series are added and expired, and a service leaves:
+ * every point is read at most once, none that was removed is touched (ASan),
+ * and series created ahead of the cursor are read. */
+static void test_cursor(void)
+{
+	setup_config(100);
+	struct metrics *m = metrics__new(&cfg, BASE);
+	for (int i = 0; i < 10; i++)
+		record_route(m, i % 2 ? &svc_a : &svc_b, i, BASE + (uint64_t)i * 100 * MS);
+	/* services in order of first appearance: b (even routes), then a (odd) */
+	uint64_t sc = 0;
+	CHECK(metrics__next_service(m, &sc) == &svc_b);
+	CHECK(metrics__next_service(m, &sc) == &svc_a);
+	CHECK(metrics__next_service(m, &sc) == NULL);
+
+	struct metrics_cursor cur = {0};
+	struct one_point o = {{0}, 0};
+	CHECK(!metrics__points_from(m, METRIC_HTTP_SERVER_DURATION, &cur, take_one, &o));
+	CHECK(!metrics__points_from(m, METRIC_HTTP_SERVER_DURATION, &cur, take_one, &o));
+	CHECK_INT(o.n, 2); /* routes 0 and 2 of b */
+	CHECK_INT(o.seen[0] + o.seen[2], 2);
+	/* routes 0..4 expire, among them the series the cursor is on (2) */
+	CHECK_INT(metrics__expire(m, BASE + 1450 * MS), 5);
+	record_route(m, &svc_b, 20, BASE + 1500 * MS); /* after the cursor, in b */
+	record_route(m, &svc_a, 21, BASE + 1500 * MS); /* in a, not read yet */
+	while (!metrics__points_from(m, METRIC_HTTP_SERVER_DURATION, &cur, take_one, &o))
+		;
+	CHECK_INT(o.seen[0], 1);
+	CHECK_INT(o.seen[2], 1);
+	for (int r = 5; r < 10; r++)
+		CHECK_INT(o.seen[r], 1);
+	CHECK_INT(o.seen[20], 1);
+	CHECK_INT(o.seen[21], 1);
+	CHECK_INT(o.seen[1] + o.seen[3] + o.seen[4], 0);
+	CHECK_INT(o.n, 2 + 5 + 2);
+	/* at the end, stays at the end */
+	CHECK(metrics__points_from(m, METRIC_HTTP_SERVER_DURATION, &cur, take_one, &o));
+	CHECK_INT(o.n, 9);
+
+	/* the whole service the cursor is in goes away */
+	cur = (struct metrics_cursor){0};
+	memset(&o, 0, sizeof(o));
+	CHECK(!metrics__points_from(m, METRIC_HTTP_SERVER_DURATION, &cur, take_one, &o));
+	CHECK_INT(metrics__expire(m, BASE + 2550 * MS), 7); /* all of them */
+	record_route(m, &svc_a, 31, BASE + 2600 * MS); /* new entries for both services */
+	record_route(m, &svc_b, 30, BASE + 2600 * MS);
+	while (!metrics__points_from(m, METRIC_HTTP_SERVER_DURATION, &cur, take_one, &o))
+		;
+	CHECK_INT(o.seen[6], 1); /* the one read before */
+	CHECK_INT(o.seen[30], 1);
+	CHECK_INT(o.seen[31], 1);
+	CHECK_INT(o.n, 3);
+	metrics__free(m);
+	CHECK_INT(svc_a.refs, 1);
+	CHECK_INT(svc_b.refs, 1);
+}
+
 /* ---- Prometheus text */
 
 static char *render(struct metrics *m, const struct self_stats *st)
@@ -851,6 +936,7 @@ int main(void)
 	test_overflow();
 	test_ttl();
 	test_many_series();
+	test_cursor();
 	test_prometheus_text();
 	test_label_names();
 	test_otlp();
