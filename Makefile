@@ -5,6 +5,7 @@
 CC ?= gcc
 CLANG ?= clang
 BPFTOOL ?= bpftool
+LLVM_STRIP ?= llvm-strip
 BUILD := build
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
@@ -61,8 +62,12 @@ $(BUILD)/vmlinux.h: | $(BUILD)/.deps-ok
 	@test -r /sys/kernel/btf/vmlinux || { echo "rastro: /sys/kernel/btf/vmlinux is missing: building needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF)" >&2; exit 1; }
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
+# The DWARF that -g adds is for BTF generation only: stripped (the .BTF and
+# .BTF.ext sections stay), the object embedded in rastro is 6x smaller, and so
+# is what libbpf reads, and keeps resident, at start-up.
 $(BUILD)/rastro.bpf.o: src/bpf/rastro.bpf.c src/bpf/rastro.h $(BUILD)/vmlinux.h
-	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp
+	$(LLVM_STRIP) -g $@.tmp && mv $@.tmp $@
 
 $(BUILD)/rastro.skel.h: $(BUILD)/rastro.bpf.o
 	$(BPFTOOL) gen skeleton $< name rastro_bpf > $@.tmp && mv $@.tmp $@
