@@ -31,14 +31,22 @@ struct ctx {
 /* The two big indexes (span id -> context, link key -> context) are open
  * addressing tables of (key, context) pairs: a lookup, insert or removal is
  * one cache line, where a map with separate key and value arrays costs two
- * and chained buckets one per link walked. Each context is in each index at
- * most once, so a size of twice MAX_CONTEXTS keeps the load at most 1/2 and
- * the tables never grow. */
-#define INDEX_SLOTS (2 * MAX_CONTEXTS)
+ * and chained buckets one per link walked. They double when half full, from
+ * INDEX_MIN_SLOTS: each context is in each index at most once, so they never
+ * need more than twice MAX_CONTEXTS slots (1 MiB each), and a few hundred
+ * contexts cost a few pages rather than that. */
+#define INDEX_MIN_SLOTS 1024
+#define INDEX_MAX_SLOTS (2 * MAX_CONTEXTS)
 
 struct slot {
 	uint64_t key; /* 0: empty */
 	struct ctx *c;
+};
+
+struct index {
+	struct slot *s;
+	uint32_t mask; /* slots - 1 */
+	uint32_t count;
 };
 
 /* Contexts come from chunks, recycled through a free list: a request costs
@@ -56,10 +64,10 @@ struct traces {
 	struct ctx_chunk *chunks;
 	struct ctx *free_ctx; /* linked through next */
 	uint32_t count;       /* contexts held */
-	struct slot *by_id;   /* span id -> ctx */
+	struct index by_id;   /* span id -> ctx */
 	/* link key -> the newest client request registered under it, or a
 	 * server request waiting for its client end (c->server tells) */
-	struct slot *links;
+	struct index links;
 	struct u64map threads; /* tid -> span id of the server request it serves */
 	struct ctx *head, *tail;
 	struct traces_stats stats;
@@ -186,63 +194,105 @@ static void unindex(struct u64map *m, uint64_t key, uint64_t span_id)
 }
 
 /* Span ids are random and link keys are hashes: their own bits spread them. */
-static uint32_t slot_of(uint64_t key)
+static uint32_t slot_of(const struct index *ix, uint64_t key)
 {
-	return (uint32_t)(key ^ (key >> 32)) & (INDEX_SLOTS - 1);
+	return (uint32_t)(key ^ (key >> 32)) & ix->mask;
 }
 
-static struct ctx *index_get(const struct slot *ix, uint64_t key)
+static bool index_init(struct index *ix)
 {
-	for (uint32_t i = slot_of(key);; i = (i + 1) & (INDEX_SLOTS - 1)) {
-		if (ix[i].key == key)
-			return ix[i].c;
-		if (!ix[i].key)
+	ix->s = calloc(INDEX_MIN_SLOTS, sizeof(*ix->s));
+	ix->mask = INDEX_MIN_SLOTS - 1;
+	ix->count = 0;
+	return ix->s != NULL;
+}
+
+static struct ctx *index_get(const struct index *ix, uint64_t key)
+{
+	for (uint32_t i = slot_of(ix, key);; i = (i + 1) & ix->mask) {
+		if (ix->s[i].key == key)
+			return ix->s[i].c;
+		if (!ix->s[i].key)
 			return NULL;
 	}
 }
 
-/* Inserts or replaces; never full (see INDEX_SLOTS). */
-static void index_put(struct slot *ix, uint64_t key, struct ctx *c)
+static uint32_t index_find(const struct index *ix, uint64_t key)
 {
-	uint32_t i = slot_of(key);
-	while (ix[i].key && ix[i].key != key)
-		i = (i + 1) & (INDEX_SLOTS - 1);
-	ix[i].key = key;
-	ix[i].c = c;
+	uint32_t i = slot_of(ix, key);
+	while (ix->s[i].key && ix->s[i].key != key)
+		i = (i + 1) & ix->mask;
+	return i;
+}
+
+static bool index_grow(struct index *ix)
+{
+	uint32_t n = (ix->mask + 1) * 2;
+	if (n > INDEX_MAX_SLOTS)
+		return false;
+	struct slot *s = calloc(n, sizeof(*s));
+	if (!s)
+		return false;
+	struct index bigger = {.s = s, .mask = n - 1, .count = ix->count};
+	for (uint32_t i = 0; i <= ix->mask; i++)
+		if (ix->s[i].key)
+			s[index_find(&bigger, ix->s[i].key)] = ix->s[i];
+	free(ix->s);
+	*ix = bigger;
+	return true;
+}
+
+/* Inserts or replaces. false (out of memory) only when the table could not
+ * grow and has a single empty slot left, which lookups need. */
+static bool index_put(struct index *ix, uint64_t key, struct ctx *c)
+{
+	uint32_t i = index_find(ix, key);
+	if (!ix->s[i].key) {
+		if ((ix->count + 1) * 2 > ix->mask + 1 && index_grow(ix))
+			i = index_find(ix, key);
+		else if (ix->count + 1 >= ix->mask + 1)
+			return false;
+		ix->count++;
+	}
+	ix->s[i].key = key;
+	ix->s[i].c = c;
+	return true;
 }
 
 /* Removes key's entry if it still names c (a newer context may have taken
  * the key over). Backward-shift deletion: no tombstones. */
-static void index_remove(struct slot *ix, uint64_t key, const struct ctx *c)
+static void index_remove(struct index *ix, uint64_t key, const struct ctx *c)
 {
-	const uint32_t mask = INDEX_SLOTS - 1;
-	uint32_t i = slot_of(key);
-	while (ix[i].key != key) {
-		if (!ix[i].key)
+	const uint32_t mask = ix->mask;
+	struct slot *s = ix->s;
+	uint32_t i = slot_of(ix, key);
+	while (s[i].key != key) {
+		if (!s[i].key)
 			return;
 		i = (i + 1) & mask;
 	}
-	if (ix[i].c != c)
+	if (s[i].c != c)
 		return;
-	for (uint32_t j = (i + 1) & mask; ix[j].key; j = (j + 1) & mask) {
-		uint32_t home = slot_of(ix[j].key);
+	for (uint32_t j = (i + 1) & mask; s[j].key; j = (j + 1) & mask) {
+		uint32_t home = slot_of(ix, s[j].key);
 		/* Entry j may fill hole i if its home is not in (i, j]. */
 		if (((j - home) & mask) >= ((j - i) & mask)) {
-			ix[i] = ix[j];
+			s[i] = s[j];
 			i = j;
 		}
 	}
-	ix[i].key = 0;
-	ix[i].c = NULL;
+	s[i].key = 0;
+	s[i].c = NULL;
+	ix->count--;
 }
 
 static void ctx_free(struct traces *t, struct ctx *c)
 {
 	if (c->link_key)
-		index_remove(t->links, c->link_key, c);
+		index_remove(&t->links, c->link_key, c);
 	if (c->server)
 		unindex(&t->threads, c->tid, c->span_id);
-	index_remove(t->by_id, c->span_id, c);
+	index_remove(&t->by_id, c->span_id, c);
 	t->count--;
 	lru_unlink(t, c);
 	c->next = t->free_ctx;
@@ -270,7 +320,7 @@ static struct ctx *ctx_alloc(struct traces *t)
 
 static struct ctx *lookup(struct traces *t, uint64_t span_id)
 {
-	return span_id ? index_get(t->by_id, span_id) : NULL;
+	return span_id ? index_get(&t->by_id, span_id) : NULL;
 }
 
 /* Hash of a TCP connection's client and server ends and the sequence number
@@ -319,7 +369,11 @@ static struct ctx *ctx_new(struct traces *t, struct request *r, uint64_t now)
 	c->tid = r->tid;
 	c->server = is_server(r);
 	c->last_ns = now;
-	index_put(t->by_id, c->span_id, c);
+	if (!index_put(&t->by_id, c->span_id, c)) {
+		c->next = t->free_ctx;
+		t->free_ctx = c;
+		return NULL;
+	}
 	t->count++;
 	lru_append(t, c);
 	return c;
@@ -368,7 +422,7 @@ void traces__start(struct traces *t, struct request *r)
 			if (r->request_seq_valid) {
 				key = link_key(r->tuple.remote_addr, r->tuple.remote_port,
 					       r->tuple.local_addr, r->tuple.local_port, r->request_seq);
-				client = index_get(t->links, key);
+				client = index_get(&t->links, key);
 				if (client && client->server)
 					client = NULL; /* another server waiting under this key */
 			}
@@ -378,10 +432,8 @@ void traces__start(struct traces *t, struct request *r)
 			} else {
 				make_root(t, c);
 				/* The client's event may still be on its way. */
-				if (key) {
+				if (key && index_put(&t->links, key, c))
 					c->link_key = key;
-					index_put(t->links, key, c);
-				}
 			}
 		}
 		if (!u64map__put(&t->threads, r->tid, (void *)(uintptr_t)c->span_id))
@@ -401,14 +453,14 @@ void traces__start(struct traces *t, struct request *r)
 		uint64_t key = link_key(r->tuple.local_addr, r->tuple.local_port,
 					r->tuple.remote_addr, r->tuple.remote_port, r->request_seq);
 		/* A server whose request arrived before this one's event. */
-		struct ctx *srv = index_get(t->links, key);
+		struct ctx *srv = index_get(&t->links, key);
 		if (srv && srv->server && !srv->remote_parent) {
 			set_parent(t, srv, c);
 			srv->link_key = 0; /* no longer waiting: the put below replaces it */
 			t->stats.linked_remote++;
 		}
-		c->link_key = key;
-		index_put(t->links, key, c);
+		if (index_put(&t->links, key, c))
+			c->link_key = key;
 	}
 }
 
@@ -487,10 +539,8 @@ struct traces *traces__new(const struct rastro_config *cfg, uint64_t seed)
 		return NULL;
 	t->cfg = cfg;
 	t->rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
-	t->by_id = calloc(INDEX_SLOTS, sizeof(*t->by_id));
-	t->links = calloc(INDEX_SLOTS, sizeof(*t->links));
 	u64map__init(&t->threads);
-	if (!t->by_id || !t->links) {
+	if (!index_init(&t->by_id) || !index_init(&t->links)) {
 		traces__free(t);
 		return NULL;
 	}
@@ -508,8 +558,8 @@ void traces__free(struct traces *t)
 		t->chunks = k->next;
 		free(k);
 	}
-	free(t->by_id);
-	free(t->links);
+	free(t->by_id.s);
+	free(t->links.s);
 	u64map__free(&t->threads);
 	free(t);
 }

@@ -1,0 +1,98 @@
+/* Trace contexts: the span-id and link indexes grow from a few pages to
+ * their bound and stay correct through growth, eviction and expiry. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "config/config.h"
+#include "request.h"
+#include "traces/traces.h"
+
+#define NS 1000000000ull
+#define MAX_CONTEXTS 32768 /* traces.c */
+
+static struct rastro_config cfg;
+
+/* One TCP connection per n: client 10.0.0.1:(n % 60000 + 1), the server
+ * 10.0.0.2:80 (its address says which thousand n is in). */
+static void tuple_of(uint32_t n, bool server_side, struct request *r)
+{
+	uint8_t client[16] = {10, 0, 0, 1}, server[16] = {10, 0, 0, 2};
+	memcpy(server + 4, &n, 4);
+	uint16_t cport = (uint16_t)(n % 60000 + 1);
+	memcpy(server_side ? r->tuple.remote_addr : r->tuple.local_addr, client, 16);
+	memcpy(server_side ? r->tuple.local_addr : r->tuple.remote_addr, server, 16);
+	r->tuple.local_port = server_side ? 80 : cport;
+	r->tuple.remote_port = server_side ? cport : 80;
+}
+
+static void start(struct traces *t, struct request *r, enum request_kind kind, uint32_t n,
+		  uint64_t ts)
+{
+	request__init(r, kind);
+	r->pid = kind == REQ_HTTP_SERVER ? 100 : 200;
+	r->tid = r->pid + n % 7;
+	tuple_of(n, kind == REQ_HTTP_SERVER, r);
+	r->request_seq = 1000 + n;
+	r->request_seq_valid = true;
+	r->start_ns = ts;
+	r->end_ns = ts + 1000;
+	r->started = true;
+	traces__start(t, r);
+}
+
+static void test_growth_and_links(void)
+{
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.sampler = SAMPLER_ALWAYS_ON;
+	struct traces *t = traces__new(&cfg, 42);
+	static struct request srv[1000], cli;
+	struct traces_stats st;
+	const uint32_t total = MAX_CONTEXTS + 5000;
+	uint64_t ts = 10 * NS;
+	/* Servers waiting for their client ends: both indexes grow from their
+	 * smallest size to their largest, then the oldest contexts go. */
+	for (uint32_t n = 0; n < total; n++) {
+		struct request *r = n >= total - 1000 ? &srv[n - (total - 1000)] : &cli;
+		start(t, r, REQ_HTTP_SERVER, n, ts + n);
+	}
+	traces__stats(t, &st);
+	CHECK_INT(st.contexts, MAX_CONTEXTS);
+	CHECK_INT(st.contexts_evicted, total - MAX_CONTEXTS);
+	/* The client ends of the last 1000 arrive: each server span becomes its
+	 * client span's child, and keeps that parent when it finishes. */
+	int linked = 0, parent_ok = 0;
+	for (uint32_t i = 0; i < 1000; i++) {
+		uint32_t n = total - 1000 + i;
+		start(t, &cli, REQ_HTTP_CLIENT, n, ts + total + i);
+		traces__finish(t, &cli);
+		traces__finish(t, &srv[i]);
+		linked += srv[i].has_parent;
+		parent_ok += !memcmp(srv[i].parent_span_id, cli.span_id, 8) &&
+			     !memcmp(srv[i].trace_id, cli.trace_id, 16);
+	}
+	CHECK_INT(linked, 1000);
+	CHECK_INT(parent_ok, 1000);
+	traces__stats(t, &st);
+	CHECK_INT(st.linked_remote, 1000);
+	/* An evicted server's client end finds nothing and starts a trace. */
+	start(t, &cli, REQ_HTTP_CLIENT, 0, ts + total + 2000);
+	traces__finish(t, &cli);
+	CHECK(!cli.has_parent);
+	/* Everything expires; the tables still work afterwards. */
+	traces__expire(t, ts + total + 3000 + 61 * NS);
+	traces__stats(t, &st);
+	CHECK_INT(st.contexts, 0);
+	start(t, &srv[0], REQ_HTTP_SERVER, 7, ts + 100 * NS);
+	start(t, &cli, REQ_HTTP_CLIENT, 7, ts + 100 * NS + 1);
+	traces__finish(t, &srv[0]);
+	CHECK(srv[0].has_parent);
+	CHECK(!memcmp(srv[0].parent_span_id, cli.span_id, 8));
+	traces__free(t);
+}
+
+int main(void)
+{
+	test_growth_and_links();
+	return check_done("test_traces");
+}
