@@ -25,31 +25,34 @@ static const struct proto_ops *const protocols[] = {
 	&sql_heuristic_proto, /* only when ebpf.heuristic_sql_detect is on */
 };
 
+/* A first chunk too short to tell the protocol ("GE"), kept to be read again
+ * together with the next one. Rare: allocated only then. */
+struct conn_stash {
+	uint64_t ts;
+	uint32_t tid, seq;
+	uint8_t len, dir;
+	char data[STASH_MAX];
+};
+
+/* One per open connection of a traced process (10,000 open connections are
+ * 10,000 of these): fields ordered so that there are no holes. */
 struct conn {
 	uint64_t id;
+	uint64_t last_ns;
+	uint64_t lru_ns; /* when it last moved in the idle list */
+	struct service *service;
+	const struct proto_ops *proto;
+	void *state;
+	struct conn_stash *stash; /* usually NULL */
+	struct conn *lru_prev, *lru_next; /* least recently active first */
+	struct conntrack *ct;
+	struct rastro_tuple tuple;
 	uint32_t tgid;
+	uint32_t next_seq[2];
 	uint8_t role_hint;
 	bool opaque; /* no known protocol: events are ignored */
 	uint8_t detect_attempts;
 	bool seq_known[2];
-	uint32_t next_seq[2];
-	struct rastro_tuple tuple;
-	struct service *service;
-	const struct proto_ops *proto;
-	void *state;
-	const struct proto_ops *switch_to; /* handed over to, from switch_offset on */
-	void *switch_state;
-	uint32_t switch_offset;
-	uint64_t last_ns;
-	uint64_t lru_ns; /* when it last moved in the idle list */
-	/* A first chunk too short to tell the protocol ("GE"), kept to be read
-	 * again together with the next one. */
-	uint8_t stash_len, stash_dir;
-	uint32_t stash_tid, stash_seq;
-	uint64_t stash_ts;
-	char stash[STASH_MAX];
-	struct conn *lru_prev, *lru_next; /* least recently active first */
-	struct conntrack *ct;
 };
 
 struct conntrack {
@@ -61,6 +64,12 @@ struct conntrack {
 	struct u64map conns;
 	struct conn *recent; /* of the last event: syscalls of one connection come in runs */
 	struct conn *lru_head, *lru_tail;
+	/* A hand-over asked for by the protocol being fed (conn__switch_protocol),
+	 * taken by proto_feed as soon as data() returns: one at a time, so it
+	 * lives here rather than in every connection. */
+	const struct proto_ops *switch_to;
+	void *switch_state;
+	uint32_t switch_offset;
 	struct conntrack_stats stats;
 };
 
@@ -107,25 +116,27 @@ void conn__start(struct conn *c, struct request *r)
 void conn__switch_protocol(struct conn *c, const struct proto_ops *to, void *state,
 			   uint32_t offset)
 {
-	if (c->switch_to)
-		c->switch_to->free(c->switch_state);
-	c->switch_to = to;
-	c->switch_state = state;
-	c->switch_offset = offset;
+	struct conntrack *ct = c->ct;
+	if (ct->switch_to)
+		ct->switch_to->free(ct->switch_state);
+	ct->switch_to = to;
+	ct->switch_state = state;
+	ct->switch_offset = offset;
 }
 
 /* Feeds a chunk to the connection's protocol; when the protocol hands the
  * connection over, the new one gets the rest of the chunk. */
 static void proto_feed(struct conn *c, const struct chunk *ch)
 {
+	struct conntrack *ct = c->ct;
 	struct chunk rest;
 	c->proto->data(c->state, c, ch);
-	while (c->switch_to) {
-		uint32_t off = c->switch_offset;
+	while (ct->switch_to) {
+		uint32_t off = ct->switch_offset;
 		c->proto->free(c->state);
-		c->proto = c->switch_to;
-		c->state = c->switch_state;
-		c->switch_to = NULL;
+		c->proto = ct->switch_to;
+		c->state = ct->switch_state;
+		ct->switch_to = NULL;
 		if (off >= ch->bytes)
 			return;
 		rest = *ch;
@@ -181,6 +192,7 @@ static void conn_destroy(struct conntrack *ct, struct conn *c, uint64_t ts)
 		ct->recent = NULL;
 	lru_unlink(ct, c);
 	service__unref(c->service);
+	free(c->stash);
 	free(c);
 }
 
@@ -231,40 +243,47 @@ static void detect(struct conn *c, struct chunk *ch)
 	struct chunk stashed = {0};
 	char joined[STASH_MAX + 256];
 	struct chunk view = *ch;
-	bool have_stash = c->stash_len && c->stash_dir == ch->dir &&
-			  c->stash_seq + c->stash_len == ch->seq && !ch->gap;
+	struct conn_stash *st = c->stash; /* read below, freed or reused at the end */
+	c->stash = NULL;
+	bool have_stash = st && st->dir == ch->dir && st->seq + st->len == ch->seq && !ch->gap;
 	if (have_stash) {
-		stashed = (struct chunk){.dir = c->stash_dir, .ts = c->stash_ts, .tid = c->stash_tid,
-					 .seq = c->stash_seq, .data = c->stash,
-					 .captured = c->stash_len, .bytes = c->stash_len};
-		size_t extra = ch->captured < sizeof(joined) - c->stash_len
+		stashed = (struct chunk){.dir = st->dir, .ts = st->ts, .tid = st->tid,
+					 .seq = st->seq, .data = st->data,
+					 .captured = st->len, .bytes = st->len};
+		size_t extra = ch->captured < sizeof(joined) - st->len
 				       ? ch->captured
-				       : sizeof(joined) - c->stash_len;
-		memcpy(joined, c->stash, c->stash_len);
-		memcpy(joined + c->stash_len, ch->data, extra);
+				       : sizeof(joined) - st->len;
+		memcpy(joined, st->data, st->len);
+		memcpy(joined + st->len, ch->data, extra);
 		view = stashed;
 		view.data = joined;
-		view.captured = (uint32_t)(c->stash_len + extra);
+		view.captured = (uint32_t)(st->len + extra);
 		view.bytes = view.captured;
 	}
-	c->stash_len = 0;
 	enum proto_verdict v = detect_one(c, &view);
 	if (v == PROTO_YES) {
 		if (have_stash)
 			proto_feed(c, &stashed);
 		ch->gap = false;
 		proto_feed(c, ch);
+		free(st);
 		return;
 	}
 	if (v == PROTO_MAYBE && view.captured == view.bytes && view.captured <= STASH_MAX) {
-		memcpy(c->stash, view.data, view.captured);
-		c->stash_len = (uint8_t)view.captured;
-		c->stash_dir = view.dir;
-		c->stash_ts = view.ts;
-		c->stash_tid = view.tid;
-		c->stash_seq = view.seq;
-		return;
+		if (!st)
+			st = malloc(sizeof(*st));
+		if (st) { /* else out of memory: counts as an attempt */
+			memcpy(st->data, view.data, view.captured);
+			st->len = (uint8_t)view.captured;
+			st->dir = view.dir;
+			st->ts = view.ts;
+			st->tid = view.tid;
+			st->seq = view.seq;
+			c->stash = st;
+			return;
+		}
 	}
+	free(st);
 	if (++c->detect_attempts >= MAX_DETECT_ATTEMPTS)
 		c->opaque = true;
 }
