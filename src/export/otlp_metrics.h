@@ -1,5 +1,6 @@
 /* OTLP metrics encoding: the registry's cumulative snapshot as one
- * ExportMetricsServiceRequest (protobuf-c, generated from proto/): one
+ * ExportMetricsServiceRequest (written directly, in the bytes protobuf-c
+ * would pack from proto/; the unit tests decode it with protobuf-c): one
  * ResourceMetrics per service instance with its resource attributes, scope
  * "rastro", explicit-bucket histograms with CUMULATIVE temporality and sum
  * always set; then rastro's own metrics as sums and gauges under a resource
