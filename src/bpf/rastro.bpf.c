@@ -3,13 +3,18 @@
  * rastro's kernel side. Hooks that exist on kernels without kprobes or
  * fentry: BTF tracepoints only, so nothing here needs tracefs either.
  *
- *   tp_btf/sys_exit            data syscalls of traced processes, accept,
- *                              connect, and listen of any process
- *   tp_btf/inet_sock_set_state end of tracked connections
+ *   tp_btf/sock_send_length,   data a traced process sent or received on a
+ *   tp_btf/sock_recv_length    TCP socket (Linux 6.3 and later)
+ *   tp_btf/sys_exit            the same, from every syscall, on older
+ *                              kernels; also accept, connect, and listen of
+ *                              any process there
+ *   tp_btf/inet_sock_set_state end of tracked connections; with the socket
+ *                              hooks also connect and listen
  *   tp_btf/sched_process_*     exec (discovery), fork (inherit), exit
  *
- * Syscall arguments are read from the saved user registers at sys_exit, so
- * no sys_enter program runs: one program invocation per syscall in all.
+ * The agent loads one of the first two sets (socket_hooks). Syscall
+ * arguments are read from the task's saved user registers, so no sys_enter
+ * program runs.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -29,6 +34,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define RCV_SHUTDOWN 1
+#define SOCK_BINDPORT_LOCK 8
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_read 0
@@ -79,9 +85,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 capture_bytes = RASTRO_CAPTURE_MAX; /* <= RASTRO_CAPTURE_MAX */
 const volatile __u32 wakeup_bytes = 256 * 1024;          /* batch ring buffer wakeups */
 /* Self-test of the load-failure report (RASTRO_SELFTEST_REJECT=1): makes the
- * verifier reject rastro_sys_exit. Dead code otherwise: the verifier prunes
- * it because the value is known at load time. */
+ * verifier reject rastro_sock_state (loaded with either set of hooks). Dead
+ * code otherwise: the verifier prunes it because the value is known at load
+ * time. */
 const volatile __u32 selftest_reject = 0;
+/* 1: data comes from the socket hooks (rastro_sock_send/recv), connect and
+ * listen from rastro_sock_state; 0: all three from rastro_sys_exit. */
+const volatile __u32 socket_hooks = 0;
 
 /* Unique connection ids; 0 is never used. */
 __u64 next_conn_id = 1;
@@ -203,15 +213,17 @@ static __always_inline void read_tuple(struct sock *sk, struct rastro_tuple *t)
 	}
 }
 
-/* Connection state for sk, created on first sight. NULL when the map is full
- * (counted); the caller then reports the data without state. */
-static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid, __u8 role)
+/* Connection state for sk, created on first sight with role. An existing
+ * connection takes role only when it is certain (accept, connect). NULL when
+ * the map is full (counted); the caller then reports the data without state. */
+static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid, __u8 role,
+						    bool certain)
 {
 	__u64 key = (__u64)sk;
 	struct rastro_conn *c = bpf_map_lookup_elem(&conns, &key);
 
 	if (c) {
-		if (role != RASTRO_ROLE_UNKNOWN)
+		if (certain)
 			c->role = role;
 		return c;
 	}
@@ -266,66 +278,80 @@ static __always_inline __u32 copy_iov(struct scratch *s, __u64 uiov, __u64 iovcn
 	return off;
 }
 
-static __always_inline int on_data(struct pt_regs *regs, long nr, long ret, __u32 tgid,
-				   struct rastro_traced *t)
-{
-	__u8 direction, syscall, flags = 0;
-	__u64 arg1 = SYSCALL_ARG1(regs);
-	__u64 iov = 0, iovcnt = 0, buf = 0;
+/* Where the bytes of a data syscall are, decoded from its saved registers. */
+struct io_args {
+	__u64 buf;    /* read/write/recvfrom/sendto */
+	__u64 iov;    /* readv/writev/recvmsg/sendmsg */
+	__u64 iovcnt;
+	__u8 direction, syscall;
+};
 
+/* false: not a data syscall, or one whose bytes will be read again
+ * (MSG_PEEK). */
+static __always_inline bool decode_io(struct pt_regs *regs, long nr, struct io_args *a)
+{
+	__u64 arg1 = SYSCALL_ARG1(regs);
+
+	a->buf = a->iov = a->iovcnt = 0;
 	switch (nr) {
 	case NR_read:
-		direction = RASTRO_DIR_INGRESS, syscall = RASTRO_SYS_READ, buf = arg1;
-		break;
+		a->direction = RASTRO_DIR_INGRESS, a->syscall = RASTRO_SYS_READ, a->buf = arg1;
+		return true;
 	case NR_write:
-		direction = RASTRO_DIR_EGRESS, syscall = RASTRO_SYS_WRITE, buf = arg1;
-		break;
+		a->direction = RASTRO_DIR_EGRESS, a->syscall = RASTRO_SYS_WRITE, a->buf = arg1;
+		return true;
 	case NR_recvfrom:
 		if (SYSCALL_ARG3(regs) & MSG_PEEK)
-			return 0; /* the same bytes will be read again */
-		direction = RASTRO_DIR_INGRESS, syscall = RASTRO_SYS_RECVFROM, buf = arg1;
-		break;
+			return false;
+		a->direction = RASTRO_DIR_INGRESS, a->syscall = RASTRO_SYS_RECVFROM, a->buf = arg1;
+		return true;
 	case NR_sendto:
-		direction = RASTRO_DIR_EGRESS, syscall = RASTRO_SYS_SENDTO, buf = arg1;
-		break;
+		a->direction = RASTRO_DIR_EGRESS, a->syscall = RASTRO_SYS_SENDTO, a->buf = arg1;
+		return true;
 	case NR_readv:
-		direction = RASTRO_DIR_INGRESS, syscall = RASTRO_SYS_READV;
-		iov = arg1, iovcnt = SYSCALL_ARG2(regs);
-		break;
+		a->direction = RASTRO_DIR_INGRESS, a->syscall = RASTRO_SYS_READV;
+		a->iov = arg1, a->iovcnt = SYSCALL_ARG2(regs);
+		return true;
 	case NR_writev:
-		direction = RASTRO_DIR_EGRESS, syscall = RASTRO_SYS_WRITEV;
-		iov = arg1, iovcnt = SYSCALL_ARG2(regs);
-		break;
+		a->direction = RASTRO_DIR_EGRESS, a->syscall = RASTRO_SYS_WRITEV;
+		a->iov = arg1, a->iovcnt = SYSCALL_ARG2(regs);
+		return true;
 	case NR_recvmsg:
 	case NR_sendmsg: {
 		struct user_msghdr msg;
 		if (nr == NR_recvmsg && (SYSCALL_ARG2(regs) & MSG_PEEK))
-			return 0;
+			return false;
 		if (bpf_probe_read_user(&msg, sizeof(msg), (const void *)arg1))
-			return 0;
-		direction = nr == NR_recvmsg ? RASTRO_DIR_INGRESS : RASTRO_DIR_EGRESS;
-		syscall = nr == NR_recvmsg ? RASTRO_SYS_RECVMSG : RASTRO_SYS_SENDMSG;
-		iov = (__u64)msg.msg_iov, iovcnt = msg.msg_iovlen;
-		break;
+			return false;
+		a->direction = nr == NR_recvmsg ? RASTRO_DIR_INGRESS : RASTRO_DIR_EGRESS;
+		a->syscall = nr == NR_recvmsg ? RASTRO_SYS_RECVMSG : RASTRO_SYS_SENDMSG;
+		a->iov = (__u64)msg.msg_iov, a->iovcnt = msg.msg_iovlen;
+		return true;
 	}
 	case NR_sendfile:
-		direction = RASTRO_DIR_EGRESS, syscall = RASTRO_SYS_SENDFILE;
-		break;
+		a->direction = RASTRO_DIR_EGRESS, a->syscall = RASTRO_SYS_SENDFILE;
+		return true;
 	default:
-		return 0;
+		return false;
 	}
+}
 
-	struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
-	if (!sk)
-		return 0;
-
+/* Reports `moved` bytes that a traced process moved on TCP socket sk. role:
+ * what a connection first seen here is known to be. */
+static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid,
+				     struct rastro_traced *t, struct io_args *a, __u8 role)
+{
+	__u8 direction = a->direction, flags = 0;
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!s)
 		return 0;
 
-	struct rastro_conn *c = conn_get(sk, tgid, RASTRO_ROLE_UNKNOWN);
+	struct rastro_conn *c = conn_get(sk, tgid, role, false);
 	if (c) {
+		/* Created at connect()'s SYN_SENT, before the local port is bound. */
+		if (!c->tuple.local_port)
+			read_tuple(sk, &c->tuple);
 		s->ev.conn_id = c->conn_id;
 		s->ev.role = c->role;
 		s->ev.tuple = c->tuple;
@@ -353,11 +379,11 @@ static __always_inline int on_data(struct pt_regs *regs, long nr, long ret, __u3
 	if (want > capture_bytes)
 		want = capture_bytes;
 	__u32 captured = 0;
-	if (buf)
-		captured = copy_buf(s, buf, want);
-	else if (iov)
-		captured = copy_iov(s, iov, iovcnt, want, &flags);
-	if (captured < moved && syscall != RASTRO_SYS_SENDFILE)
+	if (a->buf)
+		captured = copy_buf(s, a->buf, want);
+	else if (a->iov)
+		captured = copy_iov(s, a->iov, a->iovcnt, want, &flags);
+	if (captured < moved && a->syscall != RASTRO_SYS_SENDFILE)
 		stat_inc(RASTRO_STAT_TRUNCATED);
 	if (captured > RASTRO_CAPTURE_MAX)
 		captured = RASTRO_CAPTURE_MAX;
@@ -372,7 +398,7 @@ static __always_inline int on_data(struct pt_regs *regs, long nr, long ret, __u3
 	s->ev.captured = captured;
 	s->ev.seq = seq_after - moved;
 	s->ev.direction = direction;
-	s->ev.syscall = syscall;
+	s->ev.syscall = a->syscall;
 	s->ev.flags = flags;
 
 	if (bpf_ringbuf_output(&events, s, sizeof(s->ev) + captured, wakeup_flags()))
@@ -406,9 +432,6 @@ SEC("tp_btf/sys_exit")
 int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = SYSCALL_NR(regs);
-
-	if (selftest_reject)
-		return *(volatile int *)ret;
 
 	switch (nr) {
 	case NR_read:
@@ -458,21 +481,98 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 	if (nr == NR_accept || nr == NR_accept4) {
 		struct sock *sk = fd_to_tcp_sock(ret);
 		if (sk)
-			conn_get(sk, tgid, RASTRO_ROLE_SERVER);
+			conn_get(sk, tgid, RASTRO_ROLE_SERVER, true);
 		return 0;
 	}
 	if (nr == NR_connect) {
 		struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
 		if (sk)
-			conn_get(sk, tgid, RASTRO_ROLE_CLIENT);
+			conn_get(sk, tgid, RASTRO_ROLE_CLIENT, true);
 		return 0;
 	}
-	return on_data(regs, nr, ret, tgid, t);
+	struct io_args a;
+	if (!decode_io(regs, nr, &a))
+		return 0;
+	struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
+	if (!sk)
+		return 0;
+	return emit_data(sk, ret, tgid, t, &a, RASTRO_ROLE_UNKNOWN);
+}
+
+/*
+ * The socket hooks (Linux 6.3 and later): sock_send_length and
+ * sock_recv_length fire inside sock_sendmsg and sock_recvmsg, so only socket
+ * I/O runs a program, and the other syscalls of every process keep the
+ * kernel's fast path (any sys_exit program moves every syscall of every
+ * process to the slow one). The syscall, its buffer and its iovecs come from
+ * the task's saved user registers, as at sys_exit; its bytes are already in
+ * the user buffer (received) or still there (sent).
+ */
+static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 direction)
+{
+	if (ret <= 0 || (flags & MSG_PEEK))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!maybe_traced(tgid))
+		return 0;
+	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
+	if (!t)
+		return 0;
+	__u16 family = sk->__sk_common.skc_family;
+	if ((family != AF_INET && family != AF_INET6) || sk->sk_type != SOCK_STREAM ||
+	    sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	/* A socket with a file is one a process holds; the kernel's own (NFS,
+	 * SMB clients) send from inside other syscalls, whose buffers are not
+	 * theirs. */
+	struct socket *so = sk->sk_socket;
+	if (!so || !so->file)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct io_args a;
+	if (!decode_io(regs, SYSCALL_NR(regs), &a) || a.direction != direction)
+		return 0;
+	/* No accept() is seen here: a connection first seen on a socket bound
+	 * to an explicit port (a listener's child inherits its bind) is the
+	 * server side; connect() marks the client side (rastro_sock_state). */
+	__u8 role = (sk->sk_userlocks & SOCK_BINDPORT_LOCK) ? RASTRO_ROLE_SERVER : RASTRO_ROLE_UNKNOWN;
+	return emit_data(sk, ret, tgid, t, &a, role);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(rastro_sock_send, struct sock *sk, int ret, int flags)
+{
+	return on_sock_io(sk, ret, flags, RASTRO_DIR_EGRESS);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(rastro_sock_recv, struct sock *sk, int ret, int flags)
+{
+	return on_sock_io(sk, ret, flags, RASTRO_DIR_INGRESS);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const int newstate)
 {
+	if (selftest_reject)
+		return *(volatile int *)(long)newstate;
+	/* With the socket hooks no sys_exit program sees connect() and
+	 * listen(); both change the socket's state in the calling task. */
+	if (socket_hooks && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)) {
+		if (sk->sk_protocol != IPPROTO_TCP)
+			return 0;
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		if (newstate == TCP_LISTEN) {
+			/* Any process: discovery learns of new listening ports here. */
+			emit_proc(RASTRO_EV_LISTEN, tgid, 0, 0, sk->__sk_common.skc_num);
+			return 0;
+		}
+		/* The local port is not bound yet: the first data event reads the
+		 * tuple again. */
+		if (maybe_traced(tgid) && bpf_map_lookup_elem(&traced, &tgid))
+			conn_get((struct sock *)sk, tgid, RASTRO_ROLE_CLIENT, true);
+		return 0;
+	}
 	if (newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK && newstate != TCP_CLOSE)
 		return 0;
 	__u64 key = (__u64)sk;

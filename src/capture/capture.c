@@ -145,6 +145,24 @@ static void ring_unmap(struct ring *r)
 	r->producer_pos = NULL;
 }
 
+/* Which hooks report data (ebpf.hooks): the socket tracepoints where the
+ * kernel has them (6.3 and later), sys_exit otherwise. 1 socket, 0 syscall,
+ * negative: an error was printed. */
+static int choose_hooks(enum ebpf_hooks want)
+{
+	if (want == HOOKS_SYSCALL)
+		return 0;
+	bool have = libbpf_find_vmlinux_btf_id("sock_send_length", BPF_TRACE_RAW_TP) > 0 &&
+		    libbpf_find_vmlinux_btf_id("sock_recv_length", BPF_TRACE_RAW_TP) > 0;
+	if (want == HOOKS_SOCKET && !have) {
+		fprintf(stderr, "rastro: ebpf.hooks is socket, but this kernel has no "
+				"sock_send_length/sock_recv_length tracepoints (Linux 6.3 and later "
+				"have them); use auto or syscall\n");
+		return -ENOENT;
+	}
+	return have;
+}
+
 int capture__open(struct capture **out, const struct rastro_config *cfg, capture_event_fn fn,
 		  void *ctx)
 {
@@ -166,6 +184,12 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	cap->ctx = ctx;
 	cap->ncpus = libbpf_num_possible_cpus();
 
+	int socket_hooks = choose_hooks(cfg->ebpf_hooks);
+	if (socket_hooks < 0) {
+		err = socket_hooks;
+		goto cleanup;
+	}
+
 	cap->skel = rastro_bpf__open();
 	if (!cap->skel) {
 		err = -errno;
@@ -177,6 +201,10 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	/* Test hook: exercises the report of a program the verifier refuses. */
 	const char *reject = getenv("RASTRO_SELFTEST_REJECT");
 	cap->skel->rodata->selftest_reject = reject && !strcmp(reject, "1");
+	cap->skel->rodata->socket_hooks = socket_hooks;
+	bpf_program__set_autoload(cap->skel->progs.rastro_sys_exit, !socket_hooks);
+	bpf_program__set_autoload(cap->skel->progs.rastro_sock_send, socket_hooks);
+	bpf_program__set_autoload(cap->skel->progs.rastro_sock_recv, socket_hooks);
 	bpf_map__set_max_entries(cap->skel->maps.events, cfg->ring_buffer_bytes);
 	bpf_map__set_max_entries(cap->skel->maps.conns, cfg->max_connections);
 	bpf_map__set_max_entries(cap->skel->maps.traced, cfg->max_processes);
@@ -205,12 +233,16 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 		struct bpf_link **link;
 	} progs[] = {
 		{cap->skel->progs.rastro_sys_exit, &cap->skel->links.rastro_sys_exit},
+		{cap->skel->progs.rastro_sock_send, &cap->skel->links.rastro_sock_send},
+		{cap->skel->progs.rastro_sock_recv, &cap->skel->links.rastro_sock_recv},
 		{cap->skel->progs.rastro_sock_state, &cap->skel->links.rastro_sock_state},
 		{cap->skel->progs.rastro_exec, &cap->skel->links.rastro_exec},
 		{cap->skel->progs.rastro_fork, &cap->skel->links.rastro_fork},
 		{cap->skel->progs.rastro_exit, &cap->skel->links.rastro_exit},
 	};
 	for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+		if (!bpf_program__autoload(progs[i].prog))
+			continue;
 		*progs[i].link = bpf_program__attach(progs[i].prog);
 		if (!*progs[i].link) {
 			err = -errno;
@@ -231,6 +263,10 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 			 (uint64_t)cfg->max_processes * (sizeof(struct rastro_traced) + 4 + 64) +
 			 (uint64_t)cap->ncpus * (sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX) +
 			 sizeof(cap->skel->bss->traced_bits);
+	log_info("data hooks: %s", socket_hooks
+		 ? "sock_send_length/sock_recv_length (socket I/O only)"
+		 : "sys_exit (every syscall of every process runs a program; Linux 6.3 and "
+		   "later have cheaper socket hooks)");
 	*out = cap;
 	return 0;
 

@@ -93,6 +93,13 @@ static const struct setting settings[] = {
 	 "Report TCP requests that start with SQL text (SELECT, INSERT, ...) as database calls "
 	 "with db.system.name=other_sql.",
 	 "ebpf.heuristic_sql_detect"},
+	{"ebpf.hooks", NULL, {"RASTRO_EBPF_HOOKS"}, T_ENUM, OFF(ebpf_hooks), "auto", 0, 0,
+	 "auto|socket|syscall",
+	 "Kernel hooks that see the data: socket (the sock_send_length and sock_recv_length "
+	 "tracepoints, Linux 6.3 and later: only socket I/O runs a program), syscall (sys_exit, any "
+	 "kernel with BTF: every syscall of every process runs one), auto (socket where the kernel "
+	 "has it). The choice is logged at start-up.",
+	 NULL},
 	{"ebpf.capture_bytes", NULL, {"RASTRO_CAPTURE_BYTES"}, T_BYTES, OFF(capture_bytes), "4096", 64,
 	 4096, NULL, "Bytes of payload copied per socket syscall for protocol parsing.", NULL},
 	{"ebpf.ring_buffer_size", NULL, {"RASTRO_RING_BUFFER_SIZE"}, T_BYTES, OFF(ring_buffer_bytes),

@@ -13,6 +13,8 @@
 #define CONFIG_MAX_LIST 64
 
 enum trace_printer { PRINTER_DISABLED = 0, PRINTER_TEXT, PRINTER_JSON };
+/* Which kernel hooks see socket data (ebpf.hooks). */
+enum ebpf_hooks { HOOKS_AUTO = 0, HOOKS_SOCKET, HOOKS_SYSCALL };
 enum route_unmatched { UNMATCHED_HEURISTIC = 0, UNMATCHED_PATH, UNMATCHED_WILDCARD };
 enum sampler_kind {
 	SAMPLER_PARENTBASED_ALWAYS_ON = 0,
@@ -71,6 +73,7 @@ struct rastro_config {
 	uint32_t discovery_poll_ms;
 
 	/* capture */
+	enum ebpf_hooks ebpf_hooks;
 	uint32_t capture_bytes;
 	uint32_t ring_buffer_bytes;
 	uint32_t wakeup_bytes;

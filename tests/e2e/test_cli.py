@@ -53,6 +53,14 @@ def test_config_path_from_environment(tmp_path):
         assert r.returncode == 2 and f"{cfg}, line 1: log_level" in r.stderr
 
 
+def test_unknown_hook_set_is_refused():
+    r = run(["--config", SEED], env={"RASTRO_EBPF_HOOKS": "kprobe"})
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("rastro: invalid configuration: environment variable "
+                                "RASTRO_EBPF_HOOKS (ebpf.hooks): expected one of "
+                                "auto|socket|syscall")
+
+
 def test_not_root_is_one_clear_line():
     # copies nobody can read, wherever the checkout is
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
@@ -87,10 +95,10 @@ def test_rejected_program_is_named_with_verifier_reason():
     r = run(["--config", SEED], env={"RASTRO_SELFTEST_REJECT": "1"})
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
-        "rastro: the kernel refused BPF program rastro_sys_exit (Permission denied); "
+        "rastro: the kernel refused BPF program rastro_sock_state (Permission denied); "
         "run with --log-level DEBUG for the verifier's log")
     d = run(["--config", SEED, "--log-level", "DEBUG"], env={"RASTRO_SELFTEST_REJECT": "1"})
-    assert "the verifier's reason for rastro_sys_exit: R" in d.stderr
+    assert "the verifier's reason for rastro_sock_state: R" in d.stderr
     assert "invalid mem access" in d.stderr
 
 

@@ -818,7 +818,8 @@ def test_compose_service_environment_starts_rastro():
     port = free_port()
     env["RASTRO_PROMETHEUS_PORT"] = str(port)  # 9400 in the container
     lines = started_log(start_rastro_with(env), port)
-    assert lines[:4] == [
+    assert lines[:5] == [
+        "INFO data hooks: sock_send_length/sock_recv_length (socket I/O only)",
         f"INFO Prometheus endpoint on http://0.0.0.0:{port}/metrics",
         "INFO OTLP metrics export to http://grafana:4318/v1/metrics",
         "INFO OTLP traces export to http://grafana:4318/v1/traces",
@@ -848,7 +849,8 @@ def test_configmap_and_daemonset_start_rastro(tmp_path):
     env["RASTRO_PROMETHEUS_PORT"] = str(port)  # 9400 in the pod
     assert ctr["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
     lines = started_log(start_rastro_with(env, ["--config", str(cfg)]), port)
-    assert lines[:4] == [
+    assert lines[:5] == [
+        "INFO data hooks: sock_send_length/sock_recv_length (socket I/O only)",
         f"INFO Prometheus endpoint on http://0.0.0.0:{port}/metrics",
         "INFO OTLP metrics export to http://otel-collector.observability:4318/v1/metrics",
         "INFO OTLP traces export to http://otel-collector.observability:4318/v1/traces",

@@ -1,0 +1,93 @@
+"""The two sets of kernel hooks rastro can take its data from report the same
+thing: the socket tracepoints (sock_send_length/sock_recv_length, Linux 6.3
+and later, the default where the kernel has them) and the sys_exit fallback
+for older kernels (ebpf.hooks: syscall). Each runs the three-process chain
+(client role from connect(), server role, cross-process links through TCP
+sequence numbers), discovery of servers started after rastro (listen()),
+readv/writev/sendfile, and exact counts over keep-alive connections."""
+import json
+import os
+import socket
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, free_port, needs_root
+from test_http1 import get, recv_responses, start_nginx
+from test_traces import by_service, instrument
+
+pytestmark = needs_root
+
+DATA_PROGS = {"socket": {"rastro_sock_send", "rastro_sock_recv"}, "syscall": {"rastro_sys_exit"}}
+COMMON_PROGS = {"rastro_sock_state", "rastro_exec", "rastro_fork", "rastro_exit"}
+LOGGED = {"socket": "data hooks: sock_send_length/sock_recv_length (socket I/O only)",
+          "syscall": "data hooks: sys_exit (every syscall of every process runs a program"}
+
+
+def attached_programs(pid):
+    """Names of the BPF programs rastro (pid) holds."""
+    ids = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:bpf-prog":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        ids += [int(line.split()[1]) for line in info.splitlines() if line.startswith("prog_id:")]
+    names = set()
+    for i in ids:
+        out = subprocess.run(["bpftool", "prog", "show", "id", str(i), "-j"],
+                             capture_output=True, text=True, check=True).stdout
+        names.add(json.loads(out)["name"])
+    return names
+
+
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_each_hook_set_reports_the_same(rastro, servers, tmp_path, hooks):
+    perl_port, py_port, ngx_port = free_port(), free_port(), free_port()
+    r = rastro(instrument((perl_port, "front"), (py_port, "middle"), (ngx_port, "back")),
+               env={"RASTRO_EBPF_HOOKS": hooks})
+    assert LOGGED[hooks] in r.stderr()
+    assert attached_programs(r.proc.pid) == DATA_PROGS[hooks] | COMMON_PROGS
+    # Started after rastro: selected through their listen().
+    ngx = start_nginx(servers, tmp_path, ngx_port)
+    py = servers(["/usr/bin/python3", str(APPS / "pyapp.py"), str(py_port), "--threads"], py_port,
+                 log=tmp_path / "py.log")
+    perl = servers(["perl", str(APPS / "app.pl"), str(perl_port)], perl_port,
+                   log=tmp_path / "perl.log")
+    for p in (ngx.pid, py.pid, perl.pid):
+        r.wait_traced(p)
+
+    inner = f"http://127.0.0.1:{ngx_port}/index.html"
+    middle = f"http://127.0.0.1:{py_port}/call?url={urllib.parse.quote(inner, safe='')}"
+    assert get(perl_port, "/call?url=" + urllib.parse.quote(middle, safe="")) == (
+        200, b"downstream 200")
+    recs = r.wait_records(5)
+    (front_srv,) = by_service(recs, "front", "SERVER")
+    (front_cli,) = by_service(recs, "front", "CLIENT")
+    (mid_srv,) = by_service(recs, "middle", "SERVER")
+    (mid_cli,) = by_service(recs, "middle", "CLIENT")
+    (back_srv,) = by_service(recs, "back", "SERVER")
+    chain = [front_srv, front_cli, mid_srv, mid_cli, back_srv]
+    assert len({x["trace_id"] for x in chain}) == 1
+    for parent, child in zip(chain, chain[1:]):
+        assert child["parent_span_id"] == parent["span_id"], (parent["name"], child["name"])
+    assert mid_cli["url.full"] == inner and mid_cli["http.response.status_code"] == 200
+
+    # 50 requests on one keep-alive connection (nginx: readv-free reads,
+    # writev headers), then a sendfile() body: exact records and sizes.
+    with socket.create_connection(("127.0.0.1", ngx_port)) as s:
+        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+        recv_responses(s, 50)
+    status, body = get(ngx_port, "/big.bin")
+    assert status == 200 and len(body) == 2_000_000
+    back = r.wait_records(52, lambda x: x["service.name"] == "back" and x["kind"] == "SERVER")
+    back = r.settle(lambda x: x["service.name"] == "back" and x["kind"] == "SERVER")
+    assert [x["url.path"] for x in back] == ["/index.html"] * 51 + ["/big.bin"]
+    assert all(x["http.response.status_code"] == 200 for x in back)
+    assert back[-1]["http.response.body.size"] == 2_000_000
+    assert {x["http.response.body.size"] for x in back[:-1]} == {
+        len("<h1>nginx under rastro</h1>\n")}
