@@ -134,7 +134,12 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/librastro.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< -o $@ $(BUILD)/librastro.a $(LDLIBS)
 
-bench-bins: $(BENCH_BINS)
+# The bpf_stats floor: programs that do nothing (bench/bpf_floor.c loads them).
+$(BUILD)/bench/noop.bpf.o: bench/bpf/noop.bpf.c $(BUILD)/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+bench-bins: $(BENCH_BINS) $(BUILD)/bench/noop.bpf.o
 
 # The agent itself under ASan + UBSan (build-asan/rastro), for the end-to-end
 # suite: scripts/test.sh --asan (docs/testing.md). Any finding aborts rastro,

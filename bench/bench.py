@@ -362,6 +362,32 @@ def kernel_cost(r, run, idle_s=2.0):
             "runs_per_req": max(cnt - bg_cnt * scale, 0) / n, "ns_per_run": rt / max(cnt, 1)}
 
 
+def bpf_floor(rounds=200000):
+    """What bpf_stats reports per run for programs that do nothing, on the
+    hooks of rastro's data programs (bench/bpf/noop.bpf.c), over a loopback
+    TCP loop: the clock reads it adds to every run. None if it cannot load."""
+    p = subprocess.Popen([str(TOOLS / "bpf_floor"), str(TOOLS / "noop.bpf.o")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if p.stdout.readline().strip() != "ready":
+            log(f"bpf_floor: {p.stderr.read().strip()}")
+            return None
+
+        class Loader:
+            pid = p.pid
+            bpf_progs = Rastro.bpf_progs
+        with BpfStats():
+            before = Loader().bpf_progs()
+            subprocess.run([str(TOOLS / "syscalls"), "--tcp", str(rounds)], capture_output=True,
+                           check=True)
+            after = Loader().bpf_progs()
+        rt, cnt = kernel_ns(before, after)
+        return rt / max(cnt, 1)
+    finally:
+        p.terminate()
+        p.wait()
+
+
 # ---------------------------------------------------------------- load
 
 def loadgen(port, rate, requests, conns=16, path="/index.html", seconds=None):
@@ -538,7 +564,7 @@ def saturation_rate(ngx):
 def startup_row(tmp, ngx, sink, tries=3):
     """rastro start -> first record, with nginx already serving a client on
     connections opened before rastro started."""
-    times, first_log = [], []
+    times = []
     for _ in range(tries):
         bg = subprocess.Popen([str(TOOLS / "loadgen"), "--port", str(ngx.port), "--rate", "2000",
                                "--seconds", "6", "--connections", "4"],
@@ -561,37 +587,45 @@ def startup_row(tmp, ngx, sink, tries=3):
 
 
 def untraced_row(tmp, ngx, sink, pairs, rounds):
-    """ns added per read()/write() syscall of a process rastro does not trace."""
-    def once():
-        out = subprocess.run([str(TOOLS / "syscalls"), str(rounds)], capture_output=True,
-                             text=True, check=True).stdout
+    """ns added per read()/write() syscall of a process rastro does not trace:
+    on a pipe (no socket: with the socket hooks no program runs at all) and on
+    a loopback TCP connection (every send and receive runs a program, which
+    stops at the traced-process test)."""
+    def once(mode):
+        cmd = [str(TOOLS / "syscalls")] + (["--tcp"] if mode == "tcp" else []) + [str(rounds)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         return json.loads(out)["ns_per_syscall"]
 
-    wo, wi = [], []
-    for i in range(pairs):
-        for w in ((False, True) if i % 2 == 0 else (True, False)):
-            if w:
-                r = start_traced_rastro(tmp, sink, ngx.proc.pid, ngx.port, "nginx")
-                wi.append(once())
-                r.stop()
-            else:
-                wo.append(once())
-    deltas = [b - a for a, b in zip(wo, wi)]
-    # In-kernel part, exactly: the program's own time per run during the loop.
-    r = start_traced_rastro(tmp, sink, ngx.proc.pid, ngx.port, "nginx")
-    try:
-        with BpfStats():
-            before = r.bpf_progs()
-            once()
-            after = r.bpf_progs()
-    finally:
-        r.stop()
-    rt, cnt = kernel_ns(before, after)
-    log(f"untraced syscalls: without {wo} with {wi}; bpf {rt / max(cnt, 1):.1f} ns/run")
-    return {"row": "untraced process: read()/write() on a pipe, rastro tracing nginx",
-            "ns_without": median(wo), "ns_with": median(wi), "ns_added": median(deltas),
-            "ns_added_spread": spread(deltas), "bpf_ns_per_run": rt / max(cnt, 1),
-            "syscalls": 2 * rounds}
+    res = {"row": "untraced process: read()/write() on a pipe and on loopback TCP, "
+                  "rastro tracing nginx", "syscalls": 2 * rounds}
+    for mode in ("pipe", "tcp"):
+        wo, wi = [], []
+        for i in range(pairs):
+            for w in ((False, True) if i % 2 == 0 else (True, False)):
+                if w:
+                    r = start_traced_rastro(tmp, sink, ngx.proc.pid, ngx.port, "nginx")
+                    wi.append(once(mode))
+                    r.stop()
+                else:
+                    wo.append(once(mode))
+        deltas = [b - a for a, b in zip(wo, wi)]
+        # In-kernel part, exactly: the programs' own time during the loop,
+        # per syscall of the loop (nginx is idle meanwhile).
+        r = start_traced_rastro(tmp, sink, ngx.proc.pid, ngx.port, "nginx")
+        try:
+            with BpfStats():
+                before = r.bpf_progs()
+                once(mode)
+                after = r.bpf_progs()
+        finally:
+            r.stop()
+        rt, cnt = kernel_ns(before, after)
+        log(f"untraced {mode}: without {wo} with {wi}; bpf {rt} ns in {cnt} runs")
+        res[mode] = {"ns_without": median(wo), "ns_with": median(wi), "ns_added": median(deltas),
+                     "ns_added_spread": spread(deltas), "bpf_runs": cnt,
+                     "bpf_ns_per_syscall": rt / (2 * rounds),
+                     "bpf_ns_per_run": rt / max(cnt, 1)}
+    return res
 
 
 class Postgres:
@@ -690,7 +724,8 @@ def pgbench_row(tmp, sink, pairs, transactions):
             "loss_detail": [x["losses"] for x in wi if x["losses"]],
             "server_us_without": client_wo, "server_us_with": client_wi,
             "rastro_us": rastro_us, "kernel_ns": k["kernel_ns"],
-            "kernel_ns_raw": k["kernel_ns_raw"], "added_us": rastro_us + k["kernel_ns"] / 1000,
+            "kernel_ns_raw": k["kernel_ns_raw"], "kernel_runs_per_req": k["runs_per_req"],
+            "added_us": rastro_us + k["kernel_ns"] / 1000,
             "p99_without": None, "p99_with": None,
             "lat_without": median(x["latency_ms"] for x in wo),
             "lat_with": median(x["latency_ms"] for x in wi),
@@ -759,7 +794,7 @@ def perl_row(tmp, sink, pairs, rate, requests):
             "server_us_without": median(x["server_us"] for x in wo),
             "server_us_with": median(x["server_us"] for x in wi),
             "rastro_us": rastro_us, "kernel_ns": kns, "kernel_ns_raw": k["kernel_ns_raw"],
-            "added_us": rastro_us + kns / 1000,
+            "kernel_runs_per_req": k["runs_per_req"], "added_us": rastro_us + kns / 1000,
             "p99_without": median(x["p99_ms"] for x in wo),
             "p99_with": median(x["p99_ms"] for x in wi),
             "rss_mb": max(x["rss_kb"] for x in wi) / 1024,
@@ -903,6 +938,10 @@ def main():
     meta["start"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
     loads = []
     rows = []
+    if any(want(x) for x in ("5k", "20k", "50k", "sat", "untraced", "pgbench", "perl")):
+        meta["bpf_stats_floor_ns"] = bpf_floor()
+        log(f"bpf_stats floor: {meta['bpf_stats_floor_ns']} ns per run of a program that "
+            "does nothing")
     tmp = tempfile.mkdtemp(prefix="rastro-bench-")
     os.chmod(tmp, 0o755)
     try:
@@ -938,8 +977,10 @@ def main():
             rows[-1]["notes"] = f"{rows[-1]['startup_s'] * 1000:.0f} ms (median of 3)"
         if want("untraced"):
             u = untraced_row(tmp, ngx, sink, pairs, int(2000000 * scale))
-            u["notes"] = (f"+{u['ns_added']:.1f} ns/syscall ({u['ns_without']:.0f} → "
-                          f"{u['ns_with']:.0f}); BPF program {u['bpf_ns_per_run']:.1f} ns/run")
+            u["notes"] = "; ".join(
+                f"{m}: +{u[m]['ns_added']:.1f} ns/syscall ({u[m]['ns_without']:.0f} → "
+                f"{u[m]['ns_with']:.0f}), BPF {u[m]['bpf_ns_per_syscall']:.1f} ns/syscall "
+                f"({u[m]['bpf_runs']} runs)" for m in ("pipe", "tcp"))
             rows.append(u)
         if want("pgbench") and PG_BIN:
             p = pgbench_row(tmp, sink, pairs, int(20000 * scale))
@@ -963,11 +1004,21 @@ def main():
                 log(f"stopping {p}: {e}")
         subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+    floor = meta.get("bpf_stats_floor_ns")
+    for r in rows:
+        if floor is not None and r.get("kernel_runs_per_req") is not None:
+            r["kernel_ns_net"] = max(r["kernel_ns"] - r["kernel_runs_per_req"] * floor, 0)
+            net = (f"in-kernel {r['kernel_ns_net']:.0f} ns/req net of the bpf_stats floor "
+                   f"({r['kernel_runs_per_req']:.1f} runs × {floor:.0f} ns)")
+            r["notes"] = "; ".join(x for x in (r.get("notes"), net) if x)
     meta["end"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
     meta["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     print(f"rastro benchmark — {meta['uname']}")
     print(f"CPU: {meta['cpu']} ({meta['cpus']} CPUs); load at start {meta['loadavg']}, at end "
           f"{meta['loadavg_end']}; nginx {a.workers} worker; {pairs} alternating pairs, medians")
+    if meta.get("bpf_stats_floor_ns") is not None:
+        print(f"bpf_stats floor (a program that does nothing, same hooks): "
+              f"{meta['bpf_stats_floor_ns']:.0f} ns per run")
     print(table(rows, meta))
     if a.json:
         Path(a.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))

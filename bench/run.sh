@@ -24,4 +24,6 @@ mkdir -p "$BUILD_DIR/bench"
 for prog in loadgen otlp_sink syscalls; do
 	gcc -O2 -g -Wall -Wextra -Werror -o "$BUILD_DIR/bench/$prog" "bench/$prog.c"
 done
+gcc -O2 -g -Wall -Wextra -Werror -o "$BUILD_DIR/bench/bpf_floor" bench/bpf_floor.c -lbpf
+make -s BUILD="$BUILD_DIR" "$BUILD_DIR/bench/noop.bpf.o"
 exec /usr/bin/python3 bench/bench.py "$@"

@@ -7,8 +7,9 @@
  *                                     TCP connection (a data event each when
  *                                     the process is traced)
  *
- * rastro's sys_exit program runs for these syscalls whether or not the
- * process is traced; for an untraced one it must stop after one lookup.
+ * For a process rastro does not trace, its socket hooks run on each TCP
+ * send and receive and must stop at the traced-process test; pipe I/O runs
+ * no program (with the sys_exit fallback, every syscall runs one).
  * Prints one JSON line with the CPU time (CLOCK_PROCESS_CPUTIME_ID) per
  * syscall.
  */
