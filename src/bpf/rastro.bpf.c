@@ -130,6 +130,10 @@ struct {
 } stats SEC(".maps");
 
 struct scratch {
+	/* Data bytes this CPU submitted since it last asked the ring how full
+	 * it is (data_wakeup_flags). */
+	__u32 unqueried;
+	__u32 _pad;
 	struct rastro_data_event ev;
 	/* Twice the capture size: a copy starts at an offset masked below
 	 * RASTRO_CAPTURE_MAX and is at most RASTRO_CAPTURE_MAX long. */
@@ -162,6 +166,19 @@ static __always_inline __u64 wakeup_flags(void)
 	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
 		       ? BPF_RB_FORCE_WAKEUP
 		       : BPF_RB_NO_WAKEUP;
+}
+
+/* The same, asked once per wakeup_bytes / 16 of data per CPU rather than on
+ * every event: the query reads the consumer position, a cache line the agent
+ * writes from another CPU. The wakeup may come up to that much later per
+ * CPU; a drain every ebpf.poll_interval bounds it anyway. */
+static __always_inline __u64 data_wakeup_flags(struct scratch *s, __u32 size)
+{
+	s->unqueried += size;
+	if (s->unqueried < wakeup_bytes / 16)
+		return BPF_RB_NO_WAKEUP;
+	s->unqueried = 0;
+	return wakeup_flags();
 }
 
 /* The TCP socket behind file descriptor fd of the current task, or NULL. */
@@ -401,7 +418,8 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid,
 	s->ev.syscall = a->syscall;
 	s->ev.flags = flags;
 
-	if (bpf_ringbuf_output(&events, s, sizeof(s->ev) + captured, wakeup_flags()))
+	__u32 size = sizeof(s->ev) + captured;
+	if (bpf_ringbuf_output(&events, &s->ev, size, data_wakeup_flags(s, size)))
 		stat_inc(RASTRO_LOSS_RINGBUF_FULL);
 	else
 		stat_inc(RASTRO_STAT_DATA_EVENTS);

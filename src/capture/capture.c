@@ -261,7 +261,7 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes +
 			 (uint64_t)cfg->max_connections * (sizeof(struct rastro_conn) + 8 + 64) +
 			 (uint64_t)cfg->max_processes * (sizeof(struct rastro_traced) + 4 + 64) +
-			 (uint64_t)cap->ncpus * (sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX) +
+			 (uint64_t)cap->ncpus * (8 + sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX) +
 			 sizeof(cap->skel->bss->traced_bits);
 	log_info("data hooks: %s", socket_hooks
 		 ? "sock_send_length/sock_recv_length (socket I/O only)"
