@@ -96,6 +96,7 @@ struct request {
 	/* Trace context, filled by the traces stage */
 	uint8_t trace_id[16];
 	uint8_t span_id[8];
+	void *trace_ctx; /* the traces stage's context; valid while it has span_id */
 	uint8_t parent_span_id[8];
 	uint8_t trace_flags;
 	bool has_parent;

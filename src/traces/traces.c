@@ -12,9 +12,17 @@
 #define MAX_CONTEXTS 32768
 #define MAX_DEPTH 64
 
+/* Contexts are found through pointers (the request's trace_ctx, a child's
+ * parent, the serving-thread map), never through a span-id index: a pointer
+ * is one cache line, an index entry one more, and eviction two more. A
+ * pointer is checked against the span id it was taken with: contexts live in
+ * chunks that are never freed while traces run, and a recycled one has a new
+ * span id (0 while free). */
 struct ctx {
-	uint64_t span_id;
+	uint64_t span_id;        /* 0: free */
 	uint64_t parent_span_id; /* 0: none */
+	struct ctx *parent;      /* the parent's context when local: valid while
+				  * parent->span_id == parent_span_id */
 	uint8_t trace_id[16];    /* final when explicit, else a fallback */
 	uint8_t flags;           /* W3C flags of a remote parent */
 	bool explicit_trace;     /* a root, or joined a trace through traceparent */
@@ -28,13 +36,13 @@ struct ctx {
 	struct ctx *prev, *next; /* least recently used first */
 };
 
-/* The two big indexes (span id -> context, link key -> context) are open
- * addressing tables of (key, context) pairs: a lookup, insert or removal is
- * one cache line, where a map with separate key and value arrays costs two
- * and chained buckets one per link walked. They double when half full, from
- * INDEX_MIN_SLOTS: each context is in each index at most once, so they never
- * need more than twice MAX_CONTEXTS slots (1 MiB each), and a few hundred
- * contexts cost a few pages rather than that. */
+/* The link index (link key -> context) is an open addressing table of (key,
+ * context) pairs: a lookup, insert or removal is one cache line, where a map
+ * with separate key and value arrays costs two and chained buckets one per
+ * link walked. It doubles when half full, from INDEX_MIN_SLOTS: each context
+ * is in it at most once, so it never needs more than twice MAX_CONTEXTS
+ * slots (1 MiB), and a few hundred contexts cost a few pages rather than
+ * that. */
 #define INDEX_MIN_SLOTS 1024
 #define INDEX_MAX_SLOTS (2 * MAX_CONTEXTS)
 
@@ -64,11 +72,10 @@ struct traces {
 	struct ctx_chunk *chunks;
 	struct ctx *free_ctx; /* linked through next */
 	uint32_t count;       /* contexts held */
-	struct index by_id;   /* span id -> ctx */
 	/* link key -> the newest client request registered under it, or a
 	 * server request waiting for its client end (c->server tells) */
 	struct index links;
-	struct u64map threads; /* tid -> span id of the server request it serves */
+	struct u64map threads; /* tid -> ctx of the server request it serves */
 	struct ctx *head, *tail;
 	struct traces_stats stats;
 };
@@ -186,10 +193,10 @@ static void touch(struct traces *t, struct ctx *c, uint64_t now)
 	}
 }
 
-/* Removes a thread's entry only if it still names this span. */
-static void unindex(struct u64map *m, uint64_t key, uint64_t span_id)
+/* Removes a thread's entry only if it still names this context. */
+static void unindex(struct u64map *m, uint64_t key, const struct ctx *c)
 {
-	if (key && (uint64_t)(uintptr_t)u64map__get(m, key) == span_id)
+	if (key && u64map__get(m, key) == c)
 		u64map__remove(m, key);
 }
 
@@ -291,8 +298,8 @@ static void ctx_free(struct traces *t, struct ctx *c)
 	if (c->link_key)
 		index_remove(&t->links, c->link_key, c);
 	if (c->server)
-		unindex(&t->threads, c->tid, c->span_id);
-	index_remove(&t->by_id, c->span_id, c);
+		unindex(&t->threads, c->tid, c);
+	c->span_id = 0;
 	t->count--;
 	lru_unlink(t, c);
 	c->next = t->free_ctx;
@@ -316,11 +323,6 @@ static struct ctx *ctx_alloc(struct traces *t)
 	t->free_ctx = c->next;
 	memset(c, 0, sizeof(*c));
 	return c;
-}
-
-static struct ctx *lookup(struct traces *t, uint64_t span_id)
-{
-	return span_id ? index_get(&t->by_id, span_id) : NULL;
 }
 
 /* Hash of a TCP connection's client and server ends and the sequence number
@@ -347,9 +349,9 @@ static bool is_server(const struct request *r)
 static struct ctx *root_of(struct traces *t, struct ctx *c)
 {
 	for (int depth = 0; depth < MAX_DEPTH && !c->explicit_trace; depth++) {
-		struct ctx *p = lookup(t, c->parent_span_id);
-		if (!p)
-			break;
+		struct ctx *p = c->parent;
+		if (!p || !c->parent_span_id || p->span_id != c->parent_span_id)
+			break; /* gone: c keeps the fallback trace id */
 		c = p;
 	}
 	return c;
@@ -369,11 +371,6 @@ static struct ctx *ctx_new(struct traces *t, struct request *r, uint64_t now)
 	c->tid = r->tid;
 	c->server = is_server(r);
 	c->last_ns = now;
-	if (!index_put(&t->by_id, c->span_id, c)) {
-		c->next = t->free_ctx;
-		t->free_ctx = c;
-		return NULL;
-	}
 	t->count++;
 	lru_append(t, c);
 	return c;
@@ -390,6 +387,7 @@ static void make_root(struct traces *t, struct ctx *c)
 static void set_parent(struct traces *t, struct ctx *c, struct ctx *parent)
 {
 	c->parent_span_id = parent->span_id;
+	c->parent = parent;
 	memcpy(c->trace_id, root_of(t, parent)->trace_id, 16); /* fallback if it expires */
 	c->explicit_trace = false;
 }
@@ -401,6 +399,7 @@ void traces__start(struct traces *t, struct request *r)
 	if (!c)
 		return; /* finish() gives it a root of its own */
 	memcpy(r->span_id, &c->span_id, 8);
+	r->trace_ctx = c;
 
 	uint8_t parent[8], flags;
 	bool header = request__has(r->traceparent) &&
@@ -436,14 +435,14 @@ void traces__start(struct traces *t, struct request *r)
 					c->link_key = key;
 			}
 		}
-		if (!u64map__put(&t->threads, r->tid, (void *)(uintptr_t)c->span_id))
+		if (!u64map__put(&t->threads, r->tid, c))
 			c->tid = r->tid;
 		return;
 	}
 
 	/* CLIENT and database requests */
 	if (!header) {
-		struct ctx *server = lookup(t, (uint64_t)(uintptr_t)u64map__get(&t->threads, r->tid));
+		struct ctx *server = u64map__get(&t->threads, r->tid);
 		if (server && server->pid == r->pid)
 			set_parent(t, c, server);
 		else
@@ -489,7 +488,9 @@ void traces__finish(struct traces *t, struct request *r)
 {
 	uint64_t span_id;
 	memcpy(&span_id, r->span_id, 8);
-	struct ctx *c = r->started ? lookup(t, span_id) : NULL;
+	struct ctx *c = r->started ? r->trace_ctx : NULL;
+	if (c && (!span_id || c->span_id != span_id))
+		c = NULL; /* evicted, maybe recycled */
 	if (!c) {
 		/* Never started, or its context was evicted: a root of its own. */
 		struct ctx tmp = {0};
@@ -517,7 +518,7 @@ void traces__finish(struct traces *t, struct request *r)
 		t->stats.sampled_out++;
 	/* The thread is done serving it (unless it already took a newer one). */
 	if (c->server)
-		unindex(&t->threads, c->tid, c->span_id);
+		unindex(&t->threads, c->tid, c);
 }
 
 void traces__expire(struct traces *t, uint64_t now_ns)
@@ -540,7 +541,7 @@ struct traces *traces__new(const struct rastro_config *cfg, uint64_t seed)
 	t->cfg = cfg;
 	t->rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
 	u64map__init(&t->threads);
-	if (!index_init(&t->by_id) || !index_init(&t->links)) {
+	if (!index_init(&t->links)) {
 		traces__free(t);
 		return NULL;
 	}
@@ -558,7 +559,6 @@ void traces__free(struct traces *t)
 		t->chunks = k->next;
 		free(k);
 	}
-	free(t->by_id.s);
 	free(t->links.s);
 	u64map__free(&t->threads);
 	free(t);

@@ -1,5 +1,6 @@
-/* Trace contexts: the span-id and link indexes grow from a few pages to
- * their bound and stay correct through growth, eviction and expiry. */
+/* Trace contexts: the link index grows from a few pages to its bound and
+ * stays correct through growth, eviction and expiry; a context evicted and
+ * recycled for another request is never mistaken for the one it was. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,8 +92,45 @@ static void test_growth_and_links(void)
 	traces__free(t);
 }
 
+static void test_recycled_contexts(void)
+{
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.sampler = SAMPLER_ALWAYS_ON;
+	struct traces *t = traces__new(&cfg, 7);
+	static struct request srv, child, other, last;
+	uint64_t ts = 10 * NS;
+	start(t, &srv, REQ_HTTP_SERVER, 1, ts);
+	/* A database call made by the thread serving srv: its child. */
+	request__init(&child, REQ_DB_CLIENT);
+	child.pid = srv.pid;
+	child.tid = srv.tid;
+	child.start_ns = ts + 1;
+	child.end_ns = ts + 2;
+	child.started = true;
+	traces__start(t, &child);
+	/* Enough other requests that srv's context, the oldest, is evicted by
+	 * the last one, which takes over its memory. */
+	for (uint32_t i = 0; i < MAX_CONTEXTS - 2; i++)
+		start(t, &other, REQ_HTTP_SERVER, 1000 + i, ts + 2 + i);
+	start(t, &last, REQ_HTTP_SERVER, 999, ts + MAX_CONTEXTS);
+	traces__finish(t, &last);
+	traces__finish(t, &child);
+	traces__finish(t, &srv);
+	/* The child still names srv as its parent and keeps srv's trace (its
+	 * copy), not the trace of the request that recycled srv's context. */
+	CHECK(child.has_parent);
+	CHECK(!memcmp(child.parent_span_id, srv.span_id, 8));
+	CHECK(memcmp(child.trace_id, last.trace_id, 16));
+	/* srv itself was evicted: a root of its own, not last's trace. */
+	CHECK(!srv.has_parent);
+	CHECK(memcmp(srv.trace_id, last.trace_id, 16));
+	CHECK(memcmp(srv.span_id, last.span_id, 8));
+	traces__free(t);
+}
+
 int main(void)
 {
 	test_growth_and_links();
+	test_recycled_contexts();
 	return check_done("test_traces");
 }
