@@ -16,7 +16,7 @@ Measures cost, never absolute speed (the machines are shared and noisy):
 
 It is a benchmark, not a test: it never fails on a timing.
 
-  bench/bench.py [--quick] [--pairs N] [--only ROW,...] [--json FILE]
+  bench/bench.py [--quick] [--pairs N] [--only ROW,...] [--json FILE] [--hooks socket|syscall]
 """
 import argparse
 import json
@@ -231,6 +231,10 @@ class Sink:
         stop_proc(self.proc)
 
 
+# Settings every rastro of the run gets (--hooks).
+RASTRO_ENV = {}
+
+
 class Rastro:
     def __init__(self, tmp, config, sink=None, printer="disabled", env=None):
         self.tmp = Path(tmp)
@@ -242,6 +246,7 @@ class Rastro:
         e.update({"RASTRO_TRACE_PRINTER": printer, "RASTRO_PROMETHEUS_PORT": str(self.prom)})
         if sink:
             e["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink.port}"
+        e.update(RASTRO_ENV)
         e.update(env or {})
         self.t_start = time.monotonic()
         self.err = open(self.err_path, "w")
@@ -924,7 +929,10 @@ def main():
                     "perl,conns (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument("--hooks", choices=("auto", "socket", "syscall"), default="auto",
+                    help="rastro's ebpf.hooks (syscall: the sys_exit fallback of older kernels)")
     a = ap.parse_args()
+    RASTRO_ENV["RASTRO_EBPF_HOOKS"] = a.hooks
     if os.geteuid() != 0:
         print("bench: needs root (BPF); nothing measured", file=sys.stderr)
         return 0
@@ -936,6 +944,7 @@ def main():
 
     meta = machine()
     meta["start"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    meta["hooks"] = a.hooks
     loads = []
     rows = []
     if any(want(x) for x in ("5k", "20k", "50k", "sat", "untraced", "pgbench", "perl")):
@@ -1015,7 +1024,8 @@ def main():
     meta["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     print(f"rastro benchmark — {meta['uname']}")
     print(f"CPU: {meta['cpu']} ({meta['cpus']} CPUs); load at start {meta['loadavg']}, at end "
-          f"{meta['loadavg_end']}; nginx {a.workers} worker; {pairs} alternating pairs, medians")
+          f"{meta['loadavg_end']}; nginx {a.workers} worker; {pairs} alternating pairs, medians; "
+          f"ebpf.hooks: {a.hooks}")
     if meta.get("bpf_stats_floor_ns") is not None:
         print(f"bpf_stats floor (a program that does nothing, same hooks): "
               f"{meta['bpf_stats_floor_ns']:.0f} ns per run")
