@@ -34,7 +34,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define RCV_SHUTDOWN 1
-#define SOCK_BINDPORT_LOCK 8
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_read 0
@@ -238,18 +237,28 @@ static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid,
 {
 	__u64 key = (__u64)sk;
 	struct rastro_conn *c = bpf_map_lookup_elem(&conns, &key);
+	__u64 how = BPF_NOEXIST;
 
 	if (c) {
-		if (certain)
-			c->role = role;
-		return c;
+		/* An entry for an earlier socket at the same address (one the
+		 * state-change hook could not free) names other ports: it is
+		 * replaced, never taken for this connection. The local port is 0
+		 * in an entry made at connect()'s SYN_SENT, before it is bound. */
+		if (c->tuple.remote_port == bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) &&
+		    (!c->tuple.local_port ||
+		     c->tuple.local_port == BPF_CORE_READ(sk, __sk_common.skc_num))) {
+			if (certain)
+				c->role = role;
+			return c;
+		}
+		how = BPF_ANY;
 	}
 	struct rastro_conn nc = {};
 	nc.conn_id = __sync_fetch_and_add(&next_conn_id, 1);
 	nc.tgid = tgid;
 	nc.role = role;
 	read_tuple(sk, &nc.tuple);
-	if (bpf_map_update_elem(&conns, &key, &nc, BPF_NOEXIST)) {
+	if (bpf_map_update_elem(&conns, &key, &nc, how)) {
 		stat_inc(RASTRO_LOSS_CONN_MAP_FULL);
 		return NULL;
 	}
@@ -364,7 +373,11 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid,
 	if (!s)
 		return 0;
 
-	struct rastro_conn *c = conn_get(sk, tgid, role, false);
+	/* A socket already closed (data read after a reset, sent after the
+	 * peer's) gets no state: the close hook that frees it has run. */
+	struct rastro_conn *c = NULL;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE)
+		c = conn_get(sk, tgid, role, false);
 	if (c) {
 		/* Created at connect()'s SYN_SENT, before the local port is bound. */
 		if (!c->tuple.local_port)
@@ -550,11 +563,10 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 	struct io_args a;
 	if (!decode_io(regs, SYSCALL_NR(regs), &a) || a.direction != direction)
 		return 0;
-	/* No accept() is seen here: a connection first seen on a socket bound
-	 * to an explicit port (a listener's child inherits its bind) is the
-	 * server side; connect() marks the client side (rastro_sock_state). */
-	__u8 role = (sk->sk_userlocks & SOCK_BINDPORT_LOCK) ? RASTRO_ROLE_SERVER : RASTRO_ROLE_UNKNOWN;
-	return emit_data(sk, ret, tgid, t, &a, role);
+	/* No accept() is seen here: connect() marks the client side
+	 * (rastro_sock_state); an accepted connection is left to the parsers,
+	 * as one that predates rastro. */
+	return emit_data(sk, ret, tgid, t, &a, RASTRO_ROLE_UNKNOWN);
 }
 
 SEC("tp_btf/sock_send_length")

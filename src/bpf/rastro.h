@@ -54,7 +54,7 @@ enum rastro_syscall {
 };
 
 /* Data event flags. */
-#define RASTRO_DATA_F_NO_CONN_STATE (1u << 0) /* conn map full: conn_id is weak */
+#define RASTRO_DATA_F_NO_CONN_STATE (1u << 0) /* conn map full or socket closed: weak conn_id */
 #define RASTRO_DATA_F_IOV_LIMIT (1u << 1)     /* more iovecs than copied */
 
 /* Close event flags. */

@@ -2,11 +2,13 @@
 thing: the socket tracepoints (sock_send_length/sock_recv_length, Linux 6.3
 and later, the default where the kernel has them) and the sys_exit fallback
 for older kernels (ebpf.hooks: syscall). Each runs the three-process chain
-(client role from connect(), server role, cross-process links through TCP
-sequence numbers), discovery of servers started after rastro (listen()),
-readv/writev/sendfile, and exact counts over keep-alive connections."""
+(client role from connect(), cross-process links through TCP sequence
+numbers), discovery of servers started after rastro (listen()), writev and
+sendfile, exact counts over keep-alive connections, and data read after a
+reset, which must leave no kernel state behind."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import urllib.parse
@@ -91,3 +93,61 @@ def test_each_hook_set_reports_the_same(rastro, servers, tmp_path, hooks):
     assert back[-1]["http.response.body.size"] == 2_000_000
     assert {x["http.response.body.size"] for x in back[:-1]} == {
         len("<h1>nginx under rastro</h1>\n")}
+
+
+RESET_SERVER = r"""
+import socket, struct, sys
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(16)
+while True:
+    c, _ = ls.accept()
+    c.recv(4096)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    # SO_LINGER 0: close() sends a reset; the bytes above stay readable
+    # in the client's receive queue after its socket is closed.
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+"""
+
+RESET_CLIENT = r"""
+import socket, sys, time
+for _ in range(int(sys.argv[2])):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.05)  # the reset arrives before the read
+    assert s.recv(4096).endswith(b"ok")
+    s.close()
+print("done", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_data_read_after_a_reset_leaves_no_state(rastro, servers, tmp_path, hooks):
+    """A traced client reads a response after the server reset the
+    connection: its socket is already closed (the state-change hook has freed
+    its entry), so that read must not create kernel state that nothing would
+    free, and that a later socket at the same address would inherit."""
+    from test_reliability_helpers import bpf_objects, conns_tgids, map_id_by_name
+    port = free_port()
+    (tmp_path / "srv.py").write_text(RESET_SERVER)
+    (tmp_path / "cli.py").write_text(RESET_CLIENT)
+    servers(["/usr/bin/python3", str(tmp_path / "srv.py"), str(port)], port,
+            log=tmp_path / "srv.log")
+    # Only the client is traced: a copy of the interpreter under its own name.
+    exe = tmp_path / "resetclient"
+    shutil.copy(os.path.realpath("/usr/bin/python3"), exe)
+    r = rastro('discovery:\n  instrument:\n    - exe_path: "*/resetclient"\n'
+               '      name: resetclient\n', env={"RASTRO_EBPF_HOOKS": hooks})
+    cli = subprocess.Popen([str(exe), str(tmp_path / "cli.py"), str(port), "20"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert cli.stdout.readline().strip() == "done"
+        r.wait_traced(cli.pid)
+        conns = map_id_by_name(bpf_objects(r.proc.pid), "conns")
+        assert cli.pid not in conns_tgids(conns)
+    finally:
+        cli.kill()
+        cli.wait()
