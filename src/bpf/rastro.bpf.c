@@ -155,9 +155,13 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline bool maybe_traced(__u32 tgid)
+/* The traced-map entry of process tgid, or NULL; the bitmap answers first
+ * for the processes that are not traced. */
+static __always_inline struct rastro_traced *traced_entry(__u32 tgid)
 {
-	return traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)] & (1ull << (tgid & 63));
+	if (!(traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)] & (1ull << (tgid & 63))))
+		return NULL;
+	return bpf_map_lookup_elem(&traced, &tgid);
 }
 
 static __always_inline __u64 wakeup_flags(void)
@@ -503,9 +507,7 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 	}
 
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!maybe_traced(tgid))
-		return 0;
-	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
+	struct rastro_traced *t = traced_entry(tgid);
 	if (!t)
 		return 0;
 
@@ -544,9 +546,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!maybe_traced(tgid))
-		return 0;
-	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
+	struct rastro_traced *t = traced_entry(tgid);
 	if (!t)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
@@ -599,7 +599,7 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 		}
 		/* The local port is not bound yet: the first data event reads the
 		 * tuple again. */
-		if (maybe_traced(tgid) && bpf_map_lookup_elem(&traced, &tgid))
+		if (traced_entry(tgid))
 			conn_get((struct sock *)sk, tgid, RASTRO_ROLE_CLIENT, true);
 		return 0;
 	}
@@ -643,9 +643,7 @@ int BPF_PROG(rastro_fork, struct task_struct *parent, struct task_struct *child)
 	if (child->pid != child->tgid)
 		return 0; /* a new thread, already covered by its process */
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
-	if (!maybe_traced(ptgid))
-		return 0;
-	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &ptgid);
+	struct rastro_traced *t = traced_entry(ptgid);
 	if (!t)
 		return 0;
 	/* Prefork servers: workers are traced from their first instruction. */
@@ -669,9 +667,7 @@ int BPF_PROG(rastro_exit, struct task_struct *p)
 	if (p->signal->live.counter != 0)
 		return 0;
 	__u32 tgid = p->tgid;
-	if (!maybe_traced(tgid))
-		return 0;
-	struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
+	struct rastro_traced *t = traced_entry(tgid);
 	if (!t)
 		return 0;
 	__u32 service_id = t->service_id;
