@@ -281,6 +281,16 @@ static void series_labels(struct outbuf *out, const struct metric_point *p)
 		write_attr(out, &first, &p->attrs[i]);
 }
 
+/* "name_suffix{labels" of one line of a histogram series; the caller closes
+ * the braces and writes the value. */
+static void series_line(struct outbuf *out, const char *name, size_t name_len,
+			const char *suffix, const struct outbuf *labels)
+{
+	ob_write(out, name, name_len);
+	ob_puts(out, suffix);
+	ob_write(out, labels->b, labels->len);
+}
+
 static bool histogram_point(void *ctx, const struct metric_point *p)
 {
 	struct scrape *sc = ctx;
@@ -307,9 +317,7 @@ static bool histogram_point(void *ctx, const struct metric_point *p)
 			format_double(p->bounds[i], num, sizeof(num));
 		else
 			snprintf(num, sizeof(num), "+Inf");
-		ob_write(out, name, name_len);
-		ob_puts(out, "_bucket");
-		ob_write(out, sc->labels.b, sc->labels.len);
+		series_line(out, name, name_len, "_bucket", &sc->labels);
 		ob_puts(out, ",le=\"");
 		ob_puts(out, num);
 		ob_puts(out, "\"} ");
@@ -317,15 +325,11 @@ static bool histogram_point(void *ctx, const struct metric_point *p)
 		ob_putc(out, '\n');
 	}
 	format_double(p->sum, num, sizeof(num));
-	ob_write(out, name, name_len);
-	ob_puts(out, "_sum");
-	ob_write(out, sc->labels.b, sc->labels.len);
+	series_line(out, name, name_len, "_sum", &sc->labels);
 	ob_puts(out, "} ");
 	ob_puts(out, num);
 	ob_putc(out, '\n');
-	ob_write(out, name, name_len);
-	ob_puts(out, "_count");
-	ob_write(out, sc->labels.b, sc->labels.len);
+	series_line(out, name, name_len, "_count", &sc->labels);
 	ob_puts(out, "} ");
 	ob_u64(out, p->count);
 	ob_putc(out, '\n');
