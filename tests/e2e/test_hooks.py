@@ -6,19 +6,17 @@ for older kernels (ebpf.hooks: syscall). Each runs the three-process chain
 numbers), discovery of servers started after rastro (listen()), writev and
 sendfile, exact counts over keep-alive connections, and data read after a
 reset, which must leave no kernel state behind."""
-import json
 import os
 import shutil
 import socket
 import subprocess
-import urllib.parse
-from pathlib import Path
 
 import pytest
 
-from conftest import APPS, free_port, needs_root
-from test_http1 import get, recv_responses, start_nginx
-from test_traces import by_service, instrument
+from conftest import free_port, needs_root
+from test_http1 import get, recv_responses
+from test_reliability_helpers import bpf_objects, bpftool_json, conns_tgids, map_id_by_name
+from test_traces import chain_spans, instrument, start_chain
 
 pytestmark = needs_root
 
@@ -30,21 +28,8 @@ LOGGED = {"socket": "data hooks: sock_send_length/sock_recv_length (socket I/O o
 
 def attached_programs(pid):
     """Names of the BPF programs rastro (pid) holds."""
-    ids = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            if os.readlink(fd) != "anon_inode:bpf-prog":
-                continue
-            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
-        except OSError:
-            continue
-        ids += [int(line.split()[1]) for line in info.splitlines() if line.startswith("prog_id:")]
-    names = set()
-    for i in ids:
-        out = subprocess.run(["bpftool", "prog", "show", "id", str(i), "-j"],
-                             capture_output=True, text=True, check=True).stdout
-        names.add(json.loads(out)["name"])
-    return names
+    return {bpftool_json("prog", "show", "id", str(i))["name"]
+            for i in bpf_objects(pid)["prog"]}
 
 
 @pytest.mark.parametrize("hooks", ["socket", "syscall"])
@@ -55,28 +40,8 @@ def test_each_hook_set_reports_the_same(rastro, servers, tmp_path, hooks):
     assert LOGGED[hooks] in r.stderr()
     assert attached_programs(r.proc.pid) == DATA_PROGS[hooks] | COMMON_PROGS
     # Started after rastro: selected through their listen().
-    ngx = start_nginx(servers, tmp_path, ngx_port)
-    py = servers(["/usr/bin/python3", str(APPS / "pyapp.py"), str(py_port), "--threads"], py_port,
-                 log=tmp_path / "py.log")
-    perl = servers(["perl", str(APPS / "app.pl"), str(perl_port)], perl_port,
-                   log=tmp_path / "perl.log")
-    for p in (ngx.pid, py.pid, perl.pid):
-        r.wait_traced(p)
-
-    inner = f"http://127.0.0.1:{ngx_port}/index.html"
-    middle = f"http://127.0.0.1:{py_port}/call?url={urllib.parse.quote(inner, safe='')}"
-    assert get(perl_port, "/call?url=" + urllib.parse.quote(middle, safe="")) == (
-        200, b"downstream 200")
-    recs = r.wait_records(5)
-    (front_srv,) = by_service(recs, "front", "SERVER")
-    (front_cli,) = by_service(recs, "front", "CLIENT")
-    (mid_srv,) = by_service(recs, "middle", "SERVER")
-    (mid_cli,) = by_service(recs, "middle", "CLIENT")
-    (back_srv,) = by_service(recs, "back", "SERVER")
-    chain = [front_srv, front_cli, mid_srv, mid_cli, back_srv]
-    assert len({x["trace_id"] for x in chain}) == 1
-    for parent, child in zip(chain, chain[1:]):
-        assert child["parent_span_id"] == parent["span_id"], (parent["name"], child["name"])
+    inner = start_chain(r, servers, tmp_path, perl_port, py_port, ngx_port)
+    mid_cli = chain_spans(r.wait_records(5))[3]
     assert mid_cli["url.full"] == inner and mid_cli["http.response.status_code"] == 200
 
     # 50 requests on one keep-alive connection (nginx: readv-free reads,
@@ -130,7 +95,6 @@ def test_data_read_after_a_reset_leaves_no_state(rastro, servers, tmp_path, hook
     connection: its socket is already closed (the state-change hook has freed
     its entry), so that read must not create kernel state that nothing would
     free, and that a later socket at the same address would inherit."""
-    from test_reliability_helpers import bpf_objects, conns_tgids, map_id_by_name
     port = free_port()
     (tmp_path / "srv.py").write_text(RESET_SERVER)
     (tmp_path / "cli.py").write_text(RESET_CLIENT)

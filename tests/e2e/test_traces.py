@@ -25,15 +25,9 @@ def by_service(recs, name, kind):
     return [r for r in recs if r["service.name"] == name and r["kind"] == kind]
 
 
-def test_three_services_one_trace(rastro, servers, tmp_path, otlp_receiver):
-    """Perl (Mojolicious) -> Python (http.server) -> nginx, one rastro, no
-    header injection: one trace, SERVER/CLIENT/SERVER/CLIENT/SERVER, each the
-    child of the one before, timings nested; checked on the printer's records
-    and on the OTLP spans decoded with the official definitions."""
-    perl_port, py_port, ngx_port = free_port(), free_port(), free_port()
-    r = rastro(instrument((perl_port, "front"), (py_port, "middle"), (ngx_port, "back")),
-               env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.traces_url,
-                    "OTEL_BSP_SCHEDULE_DELAY": "100"})
+def start_chain(r, servers, tmp_path, perl_port, py_port, ngx_port):
+    """The Perl app, the Python app and nginx, started after rastro r and traced
+    by it; one request through all three. Returns nginx's URL."""
     ngx = start_nginx(servers, tmp_path, ngx_port)
     py = servers(["/usr/bin/python3", str(APPS / "pyapp.py"), str(py_port), "--threads"], py_port,
                  log=tmp_path / "py.log")
@@ -45,8 +39,12 @@ def test_three_services_one_trace(rastro, servers, tmp_path, otlp_receiver):
     middle = f"http://127.0.0.1:{py_port}/call?url={urllib.parse.quote(inner, safe='')}"
     status, body = get(perl_port, "/call?url=" + urllib.parse.quote(middle, safe=""))
     assert status == 200 and body == b"downstream 200"
+    return inner
 
-    recs = r.wait_records(5)
+
+def chain_spans(recs):
+    """front SERVER, front CLIENT, middle SERVER, middle CLIENT, back SERVER:
+    one trace, each the child of the one before."""
     (front_srv,) = by_service(recs, "front", "SERVER")
     (front_cli,) = by_service(recs, "front", "CLIENT")
     (mid_srv,) = by_service(recs, "middle", "SERVER")
@@ -54,9 +52,26 @@ def test_three_services_one_trace(rastro, servers, tmp_path, otlp_receiver):
     (back_srv,) = by_service(recs, "back", "SERVER")
     chain = [front_srv, front_cli, mid_srv, mid_cli, back_srv]
     assert len({x["trace_id"] for x in chain}) == 1
-    assert front_srv["parent_span_id"] == ""
     for parent, child in zip(chain, chain[1:]):
         assert child["parent_span_id"] == parent["span_id"], (parent["name"], child["name"])
+    return chain
+
+
+def test_three_services_one_trace(rastro, servers, tmp_path, otlp_receiver):
+    """Perl (Mojolicious) -> Python (http.server) -> nginx, one rastro, no
+    header injection: one trace, SERVER/CLIENT/SERVER/CLIENT/SERVER, each the
+    child of the one before, timings nested; checked on the printer's records
+    and on the OTLP spans decoded with the official definitions."""
+    perl_port, py_port, ngx_port = free_port(), free_port(), free_port()
+    r = rastro(instrument((perl_port, "front"), (py_port, "middle"), (ngx_port, "back")),
+               env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.traces_url,
+                    "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    start_chain(r, servers, tmp_path, perl_port, py_port, ngx_port)
+
+    chain = chain_spans(r.wait_records(5))
+    front_srv, front_cli, mid_srv, mid_cli, back_srv = chain
+    assert front_srv["parent_span_id"] == ""
+    for parent, child in zip(chain, chain[1:]):
         assert child["start_time_unix_nano"] >= parent["start_time_unix_nano"]
         assert child["end_time_unix_nano"] <= parent["end_time_unix_nano"]
     assert front_cli["url.full"].startswith(f"http://127.0.0.1:{py_port}/call?url=")
