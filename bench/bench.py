@@ -231,6 +231,21 @@ class Sink:
         stop_proc(self.proc)
 
 
+def bpf_progs(pid):
+    """run_time_ns and run_cnt of the BPF programs process pid holds (fdinfo)."""
+    progs = {}
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:bpf-prog":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        kv = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        progs[int(kv["prog_id"])] = (int(kv.get("run_time_ns", 0)), int(kv.get("run_cnt", 0)))
+    return progs
+
+
 # Settings every rastro of the run gets (--hooks).
 RASTRO_ENV = {}
 
@@ -301,20 +316,8 @@ class Rastro:
         return out
 
     def bpf_progs(self):
-        """run_time_ns and run_cnt of rastro's own BPF programs (fdinfo)."""
-        progs = {}
-        fd_dir = Path(f"/proc/{self.pid}/fd")
-        for fd in fd_dir.iterdir():
-            try:
-                if os.readlink(fd) != "anon_inode:bpf-prog":
-                    continue
-                info = Path(f"/proc/{self.pid}/fdinfo/{fd.name}").read_text()
-            except OSError:
-                continue
-            kv = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-            pid_ = int(kv["prog_id"])
-            progs[pid_] = (int(kv.get("run_time_ns", 0)), int(kv.get("run_cnt", 0)))
-        return progs
+        """run_time_ns and run_cnt of rastro's own BPF programs."""
+        return bpf_progs(self.pid)
 
     def stop(self):
         stop_proc(self.proc, timeout=20)
@@ -377,15 +380,11 @@ def bpf_floor(rounds=200000):
         if p.stdout.readline().strip() != "ready":
             log(f"bpf_floor: {p.stderr.read().strip()}")
             return None
-
-        class Loader:
-            pid = p.pid
-            bpf_progs = Rastro.bpf_progs
         with BpfStats():
-            before = Loader().bpf_progs()
+            before = bpf_progs(p.pid)
             subprocess.run([str(TOOLS / "syscalls"), "--tcp", str(rounds)], capture_output=True,
                            check=True)
-            after = Loader().bpf_progs()
+            after = bpf_progs(p.pid)
         rt, cnt = kernel_ns(before, after)
         return rt / max(cnt, 1)
     finally:
