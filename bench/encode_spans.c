@@ -126,8 +126,9 @@ int main(int argc, char **argv)
 	struct otlp_signal plain = {.endpoint = "http://127.0.0.1:9/v1/traces", .timeout_ms = 1000};
 	struct otlp_signal gz = plain;
 	gz.gzip = true;
-	struct otlp_client *c_plain = otlp_client__new(loop, &plain, "traces", 4 << 20);
-	struct otlp_client *c_gzip = otlp_client__new(loop, &gz, "traces", 4 << 20);
+	const char *why;
+	struct otlp_client *c_plain = otlp_client__new(loop, &plain, "traces", 4 << 20, &why);
+	struct otlp_client *c_gzip = otlp_client__new(loop, &gz, "traces", 4 << 20, &why);
 	size_t bps;
 	double add;
 

@@ -74,19 +74,24 @@ static int span_export_start(struct app *app)
 	struct rastro_config *cfg = &app->cfg;
 	/* The metrics client lives here too: both share the shutdown flush. */
 	if (cfg->otlp_metrics.endpoint) {
+		const char *why;
 		app->metrics_client = otlp_client__new(app->loop, &cfg->otlp_metrics, "metrics",
-						       cfg->otlp_max_queue_bytes);
+						       cfg->otlp_max_queue_bytes, &why);
 		if (!app->metrics_client)
-			return error("cannot create the OTLP metrics client (out of memory)");
+			return error("otel_metrics_export.endpoint %s: %s",
+				     cfg->otlp_metrics.endpoint, why);
 		log_info("OTLP metrics export to %s%s", cfg->otlp_metrics.endpoint,
 			 cfg->otlp_metrics.gzip ? " (gzip)" : "");
 	}
 	if (cfg->otlp_traces.endpoint) {
+		const char *why;
 		app->traces_client = otlp_client__new(app->loop, &cfg->otlp_traces, "traces",
-						      cfg->otlp_max_queue_bytes);
-		if (app->traces_client)
-			app->span_export = otlp_traces__new(app->loop, cfg, app->traces_client,
-							    &app->unix_offset_ns);
+						      cfg->otlp_max_queue_bytes, &why);
+		if (!app->traces_client)
+			return error("otel_traces_export.endpoint %s: %s",
+				     cfg->otlp_traces.endpoint, why);
+		app->span_export = otlp_traces__new(app->loop, cfg, app->traces_client,
+						    &app->unix_offset_ns);
 		if (!app->span_export)
 			return error("cannot create the OTLP traces exporter (out of memory)");
 		log_info("OTLP traces export to %s%s", cfg->otlp_traces.endpoint,

@@ -1,11 +1,12 @@
 /*
  * OTLP/HTTP client for one signal, on the agent's single event loop.
  *
- * libcurl's multi interface does the HTTP: its sockets and timeouts are
- * mapped onto loop__watch / loop__after (CURLMOPT_SOCKETFUNCTION and
- * TIMERFUNCTION), so a slow or unreachable backend never blocks event
- * processing. Requests wait in a FIFO bounded by bytes; one is in flight at a
- * time (order is kept, and one connection is enough for rastro's volumes).
+ * A transport (otlp_transport.h: rastro's own HTTP/1.1 client for http://,
+ * libcurl loaded at run time for https://) does the HTTP; its sockets and its
+ * timer are mapped onto loop__watch / loop__after, so a slow or unreachable
+ * backend never blocks event processing. Requests wait in a FIFO bounded by
+ * bytes; one is in flight at a time (order is kept, and one connection is
+ * enough for rastro's volumes).
  *
  * Failure handling follows the OTLP exporter specification: 429, 502, 503,
  * 504 and transport errors are retried with exponential backoff and jitter
@@ -16,7 +17,6 @@
 #include "export/otlp_client.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -26,10 +26,10 @@
 #include <zlib.h>
 
 #include "common/loop.h"
+#include "export/otlp_transport.h"
 #include "log.h"
 #include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
-#include "version.h"
 
 #define BACKOFF_INITIAL_MS 1000
 #define BACKOFF_MAX_MS 5000
@@ -51,8 +51,8 @@ struct otlp_req {
 };
 
 struct watched_socket {
-	curl_socket_t fd;
-	int what; /* CURL_POLL_IN/OUT/INOUT */
+	int fd;
+	uint32_t events; /* EPOLLIN, EPOLLOUT */
 };
 
 struct otlp_client {
@@ -63,18 +63,16 @@ struct otlp_client {
 	bool is_traces;
 	uint64_t max_queue_bytes;
 
-	CURLM *multi;
-	CURL *easy;
-	struct curl_slist *headers;
-	char errbuf[CURL_ERROR_SIZE];
+	const struct otlp_transport *tr;
+	void *t;
 
 	/* FIFO; head is the request in flight or waiting for its retry. */
 	struct otlp_req *head, *tail;
 	bool in_flight;
 	int64_t retry_timer; /* 0: none */
 	uint64_t retry_at_ns;
-	int64_t curl_timer;
-	uint64_t curl_timer_at_ns; /* 0: none (for flush, which runs without the loop) */
+	int64_t t_timer; /* the transport's */
+	uint64_t t_timer_at_ns; /* 0: none (for flush, which runs without the loop) */
 
 	struct watched_socket *socks;
 	int nsocks, capsocks;
@@ -95,30 +93,39 @@ struct otlp_client {
 	struct otlp_client_stats stats;
 };
 
-static int curl_users;
-
 /* ---- pure helpers (unit-tested) */
 
-enum otlp_outcome otlp_client__classify(int curl_result, long status)
+enum otlp_outcome otlp_client__classify(enum otlp_err err, long status)
 {
-	if (curl_result != CURLE_OK) {
-		/* A URL curl cannot use never gets better; anything else on the
-		 * way to a response is a transport error, which the spec retries. */
-		switch (curl_result) {
-		case CURLE_UNSUPPORTED_PROTOCOL:
-		case CURLE_URL_MALFORMAT:
-		case CURLE_NOT_BUILT_IN:
-		case CURLE_OUT_OF_MEMORY:
-			return OTLP_DROP;
-		default:
-			return OTLP_RETRY;
-		}
-	}
+	/* An endpoint that cannot be used never gets better; anything else on
+	 * the way to a response is a transport error, which the spec retries. */
+	if (err == OTLP_ERR_URL || err == OTLP_ERR_NOMEM)
+		return OTLP_DROP;
+	if (err != OTLP_ERR_NONE)
+		return OTLP_RETRY;
 	if (status >= 200 && status < 300)
 		return OTLP_OK;
 	if (status == 429 || status == 502 || status == 503 || status == 504)
 		return OTLP_RETRY;
 	return OTLP_DROP;
+}
+
+/* HTTP-date (RFC 9110 5.6.7) as Unix time: IMF-fixdate, or the obsolete
+ * RFC 850 and asctime forms, all in GMT; -1 when it is none of them. */
+static int64_t http_date(const char *s)
+{
+	static const char *const forms[] = {
+		"%a, %d %b %Y %H:%M:%S GMT", /* Sun, 06 Nov 1994 08:49:37 GMT */
+		"%A, %d-%b-%y %H:%M:%S GMT", /* Sunday, 06-Nov-94 08:49:37 GMT */
+		"%a %b %e %H:%M:%S %Y",      /* Sun Nov  6 08:49:37 1994 */
+	};
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		struct tm tm = {0};
+		const char *end = strptime(s, forms[i], &tm);
+		if (end && !*end)
+			return (int64_t)timegm(&tm);
+	}
+	return -1;
 }
 
 int64_t otlp_client__retry_after_ms(const char *value, size_t len, int64_t now_unix)
@@ -143,12 +150,11 @@ int64_t otlp_client__retry_after_ms(const char *value, size_t len, int64_t now_u
 		}
 		return secs * 1000 > RETRY_AFTER_MAX_MS ? RETRY_AFTER_MAX_MS : secs * 1000;
 	}
-	/* HTTP-date: IMF-fixdate, and the obsolete RFC 850 and asctime forms,
-	 * which curl_getdate also reads. It must name a weekday, so that a
-	 * stray word is not taken for a date. */
+	/* HTTP-date: it must name a weekday, so that a stray word is not
+	 * taken for a date. */
 	if (!isalpha((unsigned char)buf[0]))
 		return -1;
-	time_t when = curl_getdate(buf, NULL);
+	int64_t when = http_date(buf);
 	if (when == -1)
 		return -1;
 	int64_t ms = ((int64_t)when - now_unix) * 1000;
@@ -224,7 +230,7 @@ static bool drop_oldest(struct otlp_client *c)
 {
 	struct otlp_req *prev = NULL, *r = c->head;
 	if (c->in_flight && r) {
-		prev = r; /* curl is reading its bytes */
+		prev = r; /* the transport is reading its bytes */
 		r = r->next;
 	}
 	if (!r)
@@ -247,32 +253,22 @@ static bool drop_oldest(struct otlp_client *c)
 	return true;
 }
 
-/* ---- curl on the loop */
+/* ---- the transport on the loop */
 
-static void check_done(struct otlp_client *c);
 static void maybe_start(struct otlp_client *c);
 
 static void on_socket_ready(void *ctx, int fd, uint32_t events)
 {
 	struct otlp_client *c = ctx;
-	int mask = 0, running;
-	if (events & EPOLLIN)
-		mask |= CURL_CSELECT_IN;
-	if (events & EPOLLOUT)
-		mask |= CURL_CSELECT_OUT;
-	if (events & (EPOLLERR | EPOLLHUP))
-		mask |= CURL_CSELECT_ERR;
-	curl_multi_socket_action(c->multi, fd, mask, &running);
-	check_done(c);
+	c->tr->io(c->t, fd, events);
 }
 
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+int otlp_client__watch(struct otlp_client *c, int fd, uint32_t events)
 {
-	struct otlp_client *c = userp;
 	int i;
 	for (i = 0; i < c->nsocks && c->socks[i].fd != fd; i++)
 		;
-	if (what == CURL_POLL_REMOVE) {
+	if (!events) {
 		loop__unwatch(c->loop, fd);
 		if (i < c->nsocks)
 			c->socks[i] = c->socks[--c->nsocks];
@@ -289,60 +285,47 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
 		}
 		c->nsocks++;
 	}
-	c->socks[i] = (struct watched_socket){fd, what};
-	uint32_t ev = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-	return loop__watch(c->loop, fd, ev, on_socket_ready, c) ? -1 : 0;
+	c->socks[i] = (struct watched_socket){fd, events};
+	return loop__watch(c->loop, fd, events, on_socket_ready, c) ? -1 : 0;
 }
 
-static void on_curl_timeout(void *ctx)
+static void on_transport_timer(void *ctx)
 {
 	struct otlp_client *c = ctx;
-	int running;
-	c->curl_timer = 0;
-	c->curl_timer_at_ns = 0;
-	curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	check_done(c);
+	c->t_timer = 0;
+	c->t_timer_at_ns = 0;
+	c->tr->timeout(c->t);
 }
 
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+int otlp_client__set_timer(struct otlp_client *c, int64_t ms)
 {
-	struct otlp_client *c = userp;
-	if (c->curl_timer)
-		loop__cancel(c->loop, c->curl_timer);
-	c->curl_timer = 0;
-	c->curl_timer_at_ns = 0;
-	if (timeout_ms < 0)
+	if (c->t_timer)
+		loop__cancel(c->loop, c->t_timer);
+	c->t_timer = 0;
+	c->t_timer_at_ns = 0;
+	if (ms < 0)
 		return 0;
-	c->curl_timer_at_ns = loop__now_ns() + (uint64_t)timeout_ms * 1000000 + 1;
-	c->curl_timer = loop__after(c->loop, (uint64_t)timeout_ms, on_curl_timeout, c);
-	return c->curl_timer < 0 ? -1 : 0;
+	c->t_timer_at_ns = loop__now_ns() + (uint64_t)ms * 1000000 + 1;
+	c->t_timer = loop__after(c->loop, (uint64_t)ms, on_transport_timer, c);
+	return c->t_timer < 0 ? -1 : 0;
 }
 
-static size_t on_body(char *data, size_t size, size_t n, void *userp)
+void otlp_client__body(struct otlp_client *c, const void *data, size_t len)
 {
-	struct otlp_client *c = userp;
-	size_t len = size * n, keep = len;
+	size_t keep = len;
 	if (c->resp_len + keep > MAX_RESPONSE_BYTES)
 		keep = MAX_RESPONSE_BYTES - c->resp_len;
 	if (keep) {
 		memcpy(c->resp + c->resp_len, data, keep);
 		c->resp_len += keep;
 	}
-	return len;
 }
 
-static size_t on_header(char *data, size_t size, size_t n, void *userp)
+void otlp_client__retry_after(struct otlp_client *c, const char *value, size_t len)
 {
-	struct otlp_client *c = userp;
-	size_t len = size * n;
-	static const char name[] = "retry-after:";
-	if (len > sizeof(name) - 1 && !strncasecmp(data, name, sizeof(name) - 1)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		c->retry_after_ms = otlp_client__retry_after_ms(
-			data + sizeof(name) - 1, len - (sizeof(name) - 1), (int64_t)ts.tv_sec);
-	}
-	return len;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	c->retry_after_ms = otlp_client__retry_after_ms(value, len, (int64_t)ts.tv_sec);
 }
 
 /* ---- outcomes */
@@ -439,12 +422,6 @@ static void notify_ready(struct otlp_client *c)
 		c->ready_fn(c->ready_ctx);
 }
 
-/* Why an attempt failed, for a log line. */
-static const char *failure_text(struct otlp_client *c, CURLcode res)
-{
-	return c->errbuf[0] ? c->errbuf : curl_easy_strerror(res);
-}
-
 static void on_success(struct otlp_client *c)
 {
 	struct otlp_req *r = c->head;
@@ -462,16 +439,17 @@ static void on_success(struct otlp_client *c)
 }
 
 /* Schedules the retry; false when the request is given up instead. */
-static bool on_retryable(struct otlp_client *c, CURLcode res, long status, const char *cause)
+static bool on_retryable(struct otlp_client *c, enum otlp_err err, long status, const char *text,
+			 const char *cause)
 {
 	struct otlp_req *r = c->head;
 	c->stats.failed_retryable++;
 	if (first_time(c, cause)) {
 		c->down_warned = true;
-		if (res != CURLE_OK)
+		if (err != OTLP_ERR_NONE)
 			log_warn("%s export to %s failed: %s; retrying with backoff (further "
 				 "failures of this kind are only counted)",
-				 c->signal, c->cfg->endpoint, failure_text(c, res));
+				 c->signal, c->cfg->endpoint, text);
 		else
 			log_warn("%s export to %s: HTTP %ld; retrying with backoff%s (further "
 				 "failures of this kind are only counted)",
@@ -502,17 +480,18 @@ static bool on_retryable(struct otlp_client *c, CURLcode res, long status, const
 
 /* 400 (bad data), 401/403 (credentials), 404 (wrong URL), 413 ...: sending
  * the same bytes again cannot help. */
-static void on_permanent(struct otlp_client *c, CURLcode res, long status, const char *cause)
+static void on_permanent(struct otlp_client *c, enum otlp_err err, long status, const char *text,
+			 const char *cause)
 {
 	struct otlp_req *r = c->head;
 	c->stats.failed_permanent++;
 	if (first_time(c, cause)) {
 		char excerpt[200];
 		body_excerpt(c, excerpt, sizeof(excerpt));
-		if (res != CURLE_OK)
+		if (err != OTLP_ERR_NONE)
 			log_warn("%s export to %s failed: %s; %llu %s dropped (logged once per "
 				 "cause; drops are counted)",
-				 c->signal, c->cfg->endpoint, failure_text(c, res),
+				 c->signal, c->cfg->endpoint, text,
 				 (unsigned long long)r->items, c->items_name);
 		else
 			log_warn("%s export to %s rejected with HTTP %ld%s%s%s; %llu %s dropped "
@@ -524,45 +503,32 @@ static void on_permanent(struct otlp_client *c, CURLcode res, long status, const
 	drop_head(c);
 }
 
-static void finish(struct otlp_client *c, CURLcode res, long status)
+void otlp_client__finished(struct otlp_client *c, enum otlp_err err, long status,
+			   const char *text)
 {
 	char cause[64];
-	if (res != CURLE_OK)
-		snprintf(cause, sizeof(cause), "curl %d", (int)res);
+	c->in_flight = false;
+	if (!c->head)
+		return;
+	if (err != OTLP_ERR_NONE)
+		snprintf(cause, sizeof(cause), "transport error %d", (int)err);
 	else
 		snprintf(cause, sizeof(cause), "HTTP %ld", status);
 
-	switch (otlp_client__classify(res, status)) {
+	switch (otlp_client__classify(err, status)) {
 	case OTLP_OK:
 		on_success(c);
 		break;
 	case OTLP_RETRY:
-		if (on_retryable(c, res, status, cause))
+		if (on_retryable(c, err, status, text, cause))
 			return; /* the head waits for its retry */
 		break;
 	case OTLP_DROP:
-		on_permanent(c, res, status, cause);
+		on_permanent(c, err, status, text, cause);
 		break;
 	}
 	maybe_start(c);
 	notify_ready(c);
-}
-
-static void check_done(struct otlp_client *c)
-{
-	CURLMsg *msg;
-	int left;
-	while ((msg = curl_multi_info_read(c->multi, &left))) {
-		if (msg->msg != CURLMSG_DONE || msg->easy_handle != c->easy)
-			continue;
-		CURLcode res = msg->data.result;
-		long status = 0;
-		curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
-		curl_multi_remove_handle(c->multi, c->easy);
-		c->in_flight = false;
-		if (c->head)
-			finish(c, res, status);
-	}
 }
 
 static void maybe_start(struct otlp_client *c)
@@ -572,61 +538,42 @@ static void maybe_start(struct otlp_client *c)
 	struct otlp_req *r = c->head;
 	c->resp_len = 0;
 	c->retry_after_ms = -1;
-	c->errbuf[0] = '\0';
-	curl_easy_setopt(c->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->len);
-	curl_easy_setopt(c->easy, CURLOPT_POSTFIELDS, (void *)r->body);
-	if (curl_multi_add_handle(c->multi, c->easy) != CURLM_OK) {
-		/* Out of memory: try again in a second rather than stall. */
-		c->retry_at_ns = loop__now_ns() + 1000000000ull;
-		c->retry_timer = loop__after(c->loop, 1000, on_retry_timer, c);
-		if (c->retry_timer < 0)
-			c->retry_timer = 0;
-		return;
-	}
 	if (!r->first_attempt_ns)
 		r->first_attempt_ns = loop__now_ns();
 	r->attempts++;
 	c->in_flight = true;
 	c->stats.requests_sent++;
+	if (!c->tr->start(c->t, r->body, r->len)) {
+		/* Out of memory: try again in a second rather than stall. */
+		c->in_flight = false;
+		c->stats.requests_sent--;
+		r->attempts--;
+		c->retry_at_ns = loop__now_ns() + 1000000000ull;
+		c->retry_timer = loop__after(c->loop, 1000, on_retry_timer, c);
+		if (c->retry_timer < 0)
+			c->retry_timer = 0;
+	}
 }
 
 /* ---- API */
 
-static struct curl_slist *build_headers(const struct otlp_signal *cfg)
+bool otlp_header_ok(const char *key, const char *value)
 {
-	struct curl_slist *h = NULL, *n;
-	char line[1024];
-	h = curl_slist_append(h, "Content-Type: application/x-protobuf");
-	/* curl sends "Expect: 100-continue" for big bodies and then waits up to
-	 * a second for the answer: pointless against OTLP receivers. */
-	if (h && (n = curl_slist_append(h, "Expect:")))
-		h = n;
-	if (h && cfg->gzip && (n = curl_slist_append(h, "Content-Encoding: gzip")))
-		h = n;
-	for (int i = 0; h && i < cfg->headers.count; i++) {
-		const char *k = cfg->headers.key[i], *v = cfg->headers.value[i];
-		if (strpbrk(k, "\r\n:") || strpbrk(v, "\r\n") || !*k) {
-			log_warn("OTLP header \"%s\" is not a valid HTTP header: not sent", k);
-			continue;
-		}
-		snprintf(line, sizeof(line), "%s: %s", k, v);
-		if ((n = curl_slist_append(h, line)))
-			h = n;
+	if (!*key || strpbrk(key, "\r\n:") || strpbrk(value, "\r\n")) {
+		log_warn("OTLP header \"%s\" is not a valid HTTP header: not sent", key);
+		return false;
 	}
-	return h;
+	return true;
 }
 
 struct otlp_client *otlp_client__new(struct loop *loop, const struct otlp_signal *cfg,
-				     const char *signal, uint64_t max_queue_bytes)
+				     const char *signal, uint64_t max_queue_bytes,
+				     const char **why)
 {
+	*why = "out of memory";
 	struct otlp_client *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	if (!curl_users++ && curl_global_init(CURL_GLOBAL_DEFAULT)) {
-		curl_users--;
-		free(c);
-		return NULL;
-	}
 	c->loop = loop;
 	c->cfg = cfg;
 	snprintf(c->signal, sizeof(c->signal), "%s", signal);
@@ -636,31 +583,14 @@ struct otlp_client *otlp_client__new(struct loop *loop, const struct otlp_signal
 	c->retry_after_ms = -1;
 	c->rng = loop__now_ns() ^ (uintptr_t)c ^ 0x9E3779B97F4A7C15ULL;
 	c->resp = malloc(MAX_RESPONSE_BYTES);
-	c->multi = curl_multi_init();
-	c->easy = curl_easy_init();
-	c->headers = build_headers(cfg);
-	if (!c->resp || !c->multi || !c->easy || !c->headers) {
+	c->tr = strncmp(cfg->endpoint, "https://", 8) ? &otlp_http_transport
+						      : &otlp_curl_transport;
+	if (c->resp)
+		c->t = c->tr->open(c, cfg, why);
+	if (!c->t) {
 		otlp_client__free(c);
 		return NULL;
 	}
-	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-
-	CURL *e = c->easy;
-	curl_easy_setopt(e, CURLOPT_URL, cfg->endpoint);
-	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "rastro/" RASTRO_VERSION);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_ms);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
-	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	return c;
 }
 
@@ -678,24 +608,20 @@ void otlp_client__free(struct otlp_client *c)
 	}
 	if (c->retry_timer)
 		loop__cancel(c->loop, c->retry_timer);
-	if (c->in_flight)
-		curl_multi_remove_handle(c->multi, c->easy);
-	if (c->easy)
-		curl_easy_cleanup(c->easy);
-	if (c->multi)
-		curl_multi_cleanup(c->multi); /* closes the cached connection: REMOVE callbacks */
-	if (c->curl_timer)
-		loop__cancel(c->loop, c->curl_timer);
+	if (c->t) {
+		if (c->in_flight)
+			c->tr->abort(c->t);
+		c->tr->close(c->t); /* unwatches its sockets, cancels its timer */
+	}
+	if (c->t_timer)
+		loop__cancel(c->loop, c->t_timer);
 	for (int i = 0; i < c->nsocks; i++)
 		loop__unwatch(c->loop, c->socks[i].fd);
-	curl_slist_free_all(c->headers);
 	while (c->head)
 		pop_head(c);
 	free(c->socks);
 	free(c->resp);
 	free(c);
-	if (!--curl_users)
-		curl_global_cleanup();
 }
 
 /* gzip (RFC 1952) of body into a new request; NULL when out of memory. */
@@ -756,7 +682,7 @@ void otlp_client__send(struct otlp_client *c, const uint8_t *body, size_t len, u
 	r->first_attempt_ns = 0;
 	r->attempts = 0;
 	/* Oldest data goes first: the newest describes the present best. The
-	 * request in flight stays (curl reads its bytes). */
+	 * request in flight stays (the transport reads its bytes). */
 	while (c->stats.queue_bytes + r->len > c->max_queue_bytes && drop_oldest(c))
 		;
 	if (c->tail)
@@ -791,7 +717,7 @@ const char *otlp_client__signal(const struct otlp_client *c)
 	return c->signal;
 }
 
-/* ---- shutdown flush: the loop no longer runs, so poll curl's sockets here */
+/* ---- shutdown flush: the loop no longer runs, so poll the transport's sockets here */
 
 static bool flush_pending(struct otlp_client *c, uint64_t now, uint64_t deadline_ns)
 {
@@ -831,13 +757,13 @@ bool otlp_client__flush_many(struct otlp_client **cs, int n, uint64_t deadline_m
 				continue;
 			for (int s = 0; s < c->nsocks && nfds < 32; s++, nfds++) {
 				fds[nfds].fd = c->socks[s].fd;
-				fds[nfds].events = (c->socks[s].what & CURL_POLL_IN ? POLLIN : 0) |
-						   (c->socks[s].what & CURL_POLL_OUT ? POLLOUT : 0);
+				fds[nfds].events = (c->socks[s].events & EPOLLIN ? POLLIN : 0) |
+						   (c->socks[s].events & EPOLLOUT ? POLLOUT : 0);
 				fds[nfds].revents = 0;
 				owner[nfds] = c;
 			}
-			if (c->curl_timer_at_ns && c->curl_timer_at_ns < wake)
-				wake = c->curl_timer_at_ns;
+			if (c->t_timer_at_ns && c->t_timer_at_ns < wake)
+				wake = c->t_timer_at_ns;
 			if (!c->in_flight && c->retry_timer && c->retry_at_ns < wake)
 				wake = c->retry_at_ns;
 		}
@@ -855,9 +781,9 @@ bool otlp_client__flush_many(struct otlp_client **cs, int n, uint64_t deadline_m
 		}
 		now = loop__now_ns();
 		for (int i = 0; i < n; i++)
-			if (cs[i] && cs[i]->curl_timer_at_ns && cs[i]->curl_timer_at_ns <= now) {
-				loop__cancel(cs[i]->loop, cs[i]->curl_timer);
-				on_curl_timeout(cs[i]);
+			if (cs[i] && cs[i]->t_timer_at_ns && cs[i]->t_timer_at_ns <= now) {
+				loop__cancel(cs[i]->loop, cs[i]->t_timer);
+				on_transport_timer(cs[i]);
 			}
 	}
 	bool all = true;

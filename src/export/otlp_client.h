@@ -1,5 +1,6 @@
 /* OTLP/HTTP client for one signal: queues encoded export requests (bounded
- * by bytes), POSTs them with libcurl's multi interface on the event loop,
+ * by bytes), POSTs them on the event loop (rastro's own HTTP/1.1 client for
+ * http://, libcurl loaded at run time for https://: otlp_transport.h),
  * retries per the OTLP specification, counts every outcome. Never blocks.
  *
  * One request is in flight at a time, in order. 429, 502, 503, 504 and
@@ -14,6 +15,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "export/otlp_transport.h"
 
 struct loop;
 struct otlp_client;
@@ -36,9 +38,11 @@ struct otlp_client_stats {
 /* What to do after one attempt (OTLP/HTTP exporter specification). */
 enum otlp_outcome { OTLP_OK, OTLP_RETRY, OTLP_DROP };
 
-/* signal: "traces" or "metrics" (for logs and metric labels). */
+/* signal: "traces" or "metrics" (for logs and metric labels). NULL with *why
+ * set (e.g. libcurl, needed for https, cannot be loaded) on failure. */
 struct otlp_client *otlp_client__new(struct loop *loop, const struct otlp_signal *cfg,
-				     const char *signal, uint64_t max_queue_bytes);
+				     const char *signal, uint64_t max_queue_bytes,
+				     const char **why);
 void otlp_client__free(struct otlp_client *c);
 
 /* Queues one encoded Export*ServiceRequest (copied) holding `items` spans or
@@ -52,7 +56,7 @@ void otlp_client__on_ready(struct otlp_client *c, void (*fn)(void *ctx), void *c
 /* Requests queued behind the one in flight (or waiting for a retry). */
 uint64_t otlp_client__waiting(const struct otlp_client *c);
 
-/* Shutdown: sends what is queued, driving curl itself (the loop has stopped)
+/* Shutdown: sends what is queued, driving the transport itself (the loop has stopped)
  * until every queue is empty or deadline_ms (CLOCK_MONOTONIC milliseconds, as
  * loop__now_ns() / 1000000) passed; retries whose wait ends after the deadline
  * are given up. true when everything was sent. NULL entries are skipped. */
@@ -62,9 +66,9 @@ bool otlp_client__flush_many(struct otlp_client **cs, int n, uint64_t deadline_m
 void otlp_client__stats(const struct otlp_client *c, struct otlp_client_stats *out);
 const char *otlp_client__signal(const struct otlp_client *c);
 
-/* Exposed for unit tests. curl_result: a CURLcode; status: the HTTP status
- * (0: no response). */
-enum otlp_outcome otlp_client__classify(int curl_result, long status);
+/* Exposed for unit tests. err: why there is no status; status: the HTTP
+ * status (0: no response). */
+enum otlp_outcome otlp_client__classify(enum otlp_err err, long status);
 /* Retry-After value (delta-seconds or HTTP-date, RFC 9110 10.2.3) as a wait in
  * milliseconds from now_unix (capped at 10 minutes); -1 when malformed. */
 int64_t otlp_client__retry_after_ms(const char *value, size_t len, int64_t now_unix);

@@ -1,7 +1,6 @@
 /* OTLP export: retry decisions, Retry-After, backoff, endpoint URL rules, the
  * client's bounded queue, and the hand-written span encoder, whose output is
  * decoded back with the protobuf-c generated code and checked field by field. */
-#include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -32,27 +31,28 @@ typedef Opentelemetry__Proto__Trace__V1__ScopeSpans ScopeSpans;
 
 static void test_classify(void)
 {
-	CHECK_INT(otlp_client__classify(CURLE_OK, 200), OTLP_OK);
-	CHECK_INT(otlp_client__classify(CURLE_OK, 202), OTLP_OK);
-	CHECK_INT(otlp_client__classify(CURLE_OK, 204), OTLP_OK);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_NONE, 200), OTLP_OK);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_NONE, 202), OTLP_OK);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_NONE, 204), OTLP_OK);
 	/* the OTLP/HTTP spec's retryable statuses, and only those */
-	CHECK_INT(otlp_client__classify(CURLE_OK, 429), OTLP_RETRY);
-	CHECK_INT(otlp_client__classify(CURLE_OK, 502), OTLP_RETRY);
-	CHECK_INT(otlp_client__classify(CURLE_OK, 503), OTLP_RETRY);
-	CHECK_INT(otlp_client__classify(CURLE_OK, 504), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_NONE, 429), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_NONE, 502), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_NONE, 503), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_NONE, 504), OTLP_RETRY);
 	static const long dropped[] = {100, 301, 302, 400, 401, 403, 404, 405, 408, 413,
 				       415, 500, 501, 505, 599};
 	for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]); i++)
-		CHECK_INT(otlp_client__classify(CURLE_OK, dropped[i]), OTLP_DROP);
-	/* transport errors are retried, a URL curl cannot use is not */
-	CHECK_INT(otlp_client__classify(CURLE_COULDNT_CONNECT, 0), OTLP_RETRY);
-	CHECK_INT(otlp_client__classify(CURLE_COULDNT_RESOLVE_HOST, 0), OTLP_RETRY);
-	CHECK_INT(otlp_client__classify(CURLE_OPERATION_TIMEDOUT, 0), OTLP_RETRY);
-	CHECK_INT(otlp_client__classify(CURLE_GOT_NOTHING, 0), OTLP_RETRY);
-	CHECK_INT(otlp_client__classify(CURLE_RECV_ERROR, 0), OTLP_RETRY);
-	CHECK_INT(otlp_client__classify(CURLE_SEND_ERROR, 0), OTLP_RETRY);
-	CHECK_INT(otlp_client__classify(CURLE_URL_MALFORMAT, 0), OTLP_DROP);
-	CHECK_INT(otlp_client__classify(CURLE_UNSUPPORTED_PROTOCOL, 0), OTLP_DROP);
+		CHECK_INT(otlp_client__classify(OTLP_ERR_NONE, dropped[i]), OTLP_DROP);
+	/* transport errors are retried; an unusable URL or no memory is not */
+	CHECK_INT(otlp_client__classify(OTLP_ERR_CONNECT, 0), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_RESOLVE, 0), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_TIMEOUT, 0), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_RECV, 0), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_SEND, 0), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_RESPONSE, 0), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_TLS, 0), OTLP_RETRY);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_URL, 0), OTLP_DROP);
+	CHECK_INT(otlp_client__classify(OTLP_ERR_NOMEM, 0), OTLP_DROP);
 }
 
 static int64_t ra(const char *v, int64_t now)
@@ -142,7 +142,8 @@ static void test_client_queue(void)
 {
 	struct loop *loop = loop__new();
 	struct otlp_signal sig = {.endpoint = "http://127.0.0.1:9/v1/traces", .timeout_ms = 1000};
-	struct otlp_client *c = otlp_client__new(loop, &sig, "traces", 1000);
+	const char *why;
+	struct otlp_client *c = otlp_client__new(loop, &sig, "traces", 1000, &why);
 	struct otlp_client_stats st;
 	uint8_t body[400];
 	memset(body, 'x', sizeof(body));
@@ -176,7 +177,7 @@ static void test_client_queue(void)
 
 	/* gzip: the queue holds (and counts) compressed bytes */
 	sig.gzip = true;
-	c = otlp_client__new(loop, &sig, "metrics", 1000);
+	c = otlp_client__new(loop, &sig, "metrics", 1000, &why);
 	uint8_t zeros[4000] = {0};
 	otlp_client__send(c, zeros, sizeof(zeros), 1);
 	otlp_client__stats(c, &st);
