@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <malloc.h>
 #include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -211,6 +212,10 @@ static int start(struct app *app)
 	loop__set_idle(app->loop, drain, app);
 	loop__after(app->loop, app->cfg.poll_ms, poll_tick, app);
 	loop__after(app->loop, app->cfg.discovery_poll_ms, discovery_tick, app);
+	/* Loading the BPF object parsed the kernel's BTF (several MB, freed
+	 * since): give those pages back rather than keep them for the life of
+	 * the agent. */
+	malloc_trim(0);
 	log_info("rastro %s started: %d discovery entr%s, capture %u bytes per syscall", RASTRO_VERSION,
 		 app->cfg.rule_count, app->cfg.rule_count == 1 ? "y" : "ies", app->cfg.capture_bytes);
 	discovery__scan(app->disc);
