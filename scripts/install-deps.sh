@@ -7,7 +7,7 @@
 set -euo pipefail
 
 BUILD_PKGS=(make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev libyaml-dev
-	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libmicrohttpd-dev pkg-config)
+	libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev pkg-config)
 TEST_PKGS=(bc python3 python3-pytest python3-yaml libmojolicious-perl nginx-light wrk curl
 	prometheus libcap2-bin iproute2 libclang-rt-14-dev
 	postgresql mariadb-server mariadb-client redis-server redis-tools libdbd-pg-perl

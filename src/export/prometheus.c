@@ -1,15 +1,13 @@
 /*
- * Prometheus endpoint. libmicrohttpd runs without a thread of its own
- * (MHD_USE_EPOLL, external polling): rastro's loop watches MHD's epoll fd and
- * calls MHD_run when it is readable or when MHD's timeout expires. The
- * exposition is rendered at scrape time from the live registry, so a scrape
- * sees the same cumulative values the OTLP export sends.
+ * Prometheus endpoint, served by export/http_server on rastro's own loop
+ * (plain HTTP: no HTTP library, and none of the TLS stack one would load).
+ * The exposition is rendered at scrape time from the live registry, so a
+ * scrape sees the same cumulative values the OTLP export sends.
  */
 #include "export/prometheus.h"
 
 #include <errno.h>
 #include <math.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -18,9 +16,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/loop.h"
 #include "common/utf8.h"
 #include "discover/discover.h"
+#include "export/http_server.h"
 #include "export/resource.h"
 #include "log.h"
 #include "metrics/self_metrics.h"
@@ -227,15 +225,12 @@ struct scrape {
 	bool header_done;	/* of the current family */
 	size_t want;		/* render until this much is pending */
 	struct outbuf out;	/* pending text */
-	size_t sent;		/* of out, already handed out */
 	struct outbuf labels;	/* scratch: one point's label set */
 };
 
 /* Rendered ahead of what the HTTP connection asks for, so that the registry
  * is walked once per chunk rather than once per point. */
 #define SCRAPE_CHUNK (32 * 1024)
-/* MHD's buffer for the pieces it asks for. */
-#define SCRAPE_READ_BLOCK (16 * 1024)
 
 static void target_info(struct scrape *sc, const struct service *s)
 {
@@ -435,147 +430,87 @@ int prometheus__render(FILE *out, const struct metrics *m, const struct rastro_c
 	return err || ferror(out) ? -1 : 0;
 }
 
-/* MHD asks for the body a piece at a time (at most `max` bytes). */
-static ssize_t scrape_read(void *cls, uint64_t pos, char *buf, size_t max)
+/* The HTTP server sends the body a chunk at a time: the next one is
+ * rendered once the previous one is out. */
+static int scrape_next(void *ctx, const char **data, size_t *len)
 {
-	struct scrape *sc = cls;
-	(void)pos; /* MHD reads the body in order */
-	if (sc->sent == sc->out.len) {
-		sc->out.len = sc->sent = 0;
-		if (!scrape_fill(sc, SCRAPE_CHUNK))
-			return MHD_CONTENT_READER_END_WITH_ERROR;
-		if (!sc->out.len)
-			return MHD_CONTENT_READER_END_OF_STREAM;
-	}
-	size_t n = sc->out.len - sc->sent;
-	if (n > max)
-		n = max;
-	memcpy(buf, sc->out.b + sc->sent, n);
-	sc->sent += n;
-	return (ssize_t)n;
+	struct scrape *sc = ctx;
+	sc->out.len = 0;
+	if (!scrape_fill(sc, SCRAPE_CHUNK))
+		return -1;
+	*data = sc->out.b;
+	*len = sc->out.len; /* 0 once the exposition is complete */
+	return 0;
 }
 
-static void scrape_free(void *cls)
+static void scrape_free(void *ctx)
 {
-	struct scrape *sc = cls;
+	struct scrape *sc = ctx;
 	scrape_release(sc);
 	free(sc);
 }
 
 /* ---- the HTTP server */
 
+/* Connections served at once, and the idle timeout of each: what
+ * libmicrohttpd was given before. */
+#define PROMETHEUS_MAX_CONNS 64
+#define PROMETHEUS_IDLE_TIMEOUT_MS 30000
+
 struct prometheus {
-	struct loop *loop;
 	const struct rastro_config *cfg;
 	const struct metrics *m;
 	prometheus_self_fn self_fn;
 	void *self_ctx;
-	struct MHD_Daemon *daemon;
-	int epoll_fd;
-	int64_t timer;
+	struct http_server *server;
 	uint16_t port;
 };
 
-static enum MHD_Result reply(struct MHD_Connection *conn, unsigned int status, char *body,
-			     size_t len, enum MHD_ResponseMemoryMode mode, const char *type)
+static void reply(struct http_response *resp, int status, const char *body)
 {
-	struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
-	if (!resp) {
-		if (mode == MHD_RESPMEM_MUST_FREE)
-			free(body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-	enum MHD_Result ret = MHD_queue_response(conn, status, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	*resp = (struct http_response){.status = status,
+				       .content_type = "text/plain; charset=utf-8",
+				       .allow = status == 405 ? "GET, HEAD" : NULL,
+				       .body = body,
+				       .body_len = strlen(body)};
 }
 
-static enum MHD_Result on_http(void *cls, struct MHD_Connection *conn, const char *url,
-			       const char *method, const char *version, const char *upload_data,
-			       size_t *upload_data_size, void **req_cls)
+static bool method_is(const struct http_request *req, const char *method)
 {
-	struct prometheus *p = cls;
-	static const char text[] = "text/plain; charset=utf-8";
-	(void)version;
-	(void)upload_data;
-	(void)upload_data_size;
-	(void)req_cls;
-	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)) {
-		static char msg[] = "method not allowed\n";
-		return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, msg, sizeof(msg) - 1,
-			     MHD_RESPMEM_PERSISTENT, text);
+	return req->method_len == strlen(method) && !memcmp(req->method, method, req->method_len);
+}
+
+static void on_http(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+	struct prometheus *p = ctx;
+	if (!method_is(req, "GET") && !method_is(req, "HEAD")) {
+		reply(resp, 405, "method not allowed\n");
+		return;
 	}
-	if (strcmp(url, p->cfg->prom_path)) {
-		static char msg[] = "not found\n";
-		return reply(conn, MHD_HTTP_NOT_FOUND, msg, sizeof(msg) - 1, MHD_RESPMEM_PERSISTENT,
-			     text);
+	/* The path without the query string, as libmicrohttpd compared it. */
+	if (req->path_len != strlen(p->cfg->prom_path) ||
+	    memcmp(req->path, p->cfg->prom_path, req->path_len)) {
+		reply(resp, 404, "not found\n");
+		return;
 	}
 	struct self_stats st, *stp = NULL;
 	if (p->self_fn) {
 		p->self_fn(p->self_ctx, &st);
 		stp = &st;
 	}
-	/* Streamed: rendered as MHD sends it (chunked transfer encoding, or the
+	/* Streamed: rendered as it is sent (chunked transfer encoding, or the
 	 * connection's end for HTTP/1.0), never held whole. */
 	struct scrape *sc = malloc(sizeof(*sc));
-	if (!sc)
-		return MHD_NO;
+	if (!sc) {
+		reply(resp, 500, "out of memory\n");
+		return;
+	}
 	scrape_init(sc, p->m, p->cfg, stp);
-	struct MHD_Response *resp = MHD_create_response_from_callback(
-	    MHD_SIZE_UNKNOWN, SCRAPE_READ_BLOCK, scrape_read, sc, scrape_free);
-	if (!resp) {
-		scrape_free(sc);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE);
-	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	(void)cls;
-	if (LOG_DEBUG >= log__threshold) {
-		char line[512];
-		vsnprintf(line, sizeof(line), fmt, ap);
-		log_debug("prometheus endpoint: %s", line);
-	}
-}
-
-static void run(struct prometheus *p);
-
-static void on_timer(void *ctx)
-{
-	struct prometheus *p = ctx;
-	p->timer = 0;
-	run(p);
-}
-
-static void on_ready(void *ctx, int fd, uint32_t events)
-{
-	(void)fd;
-	(void)events;
-	run(ctx);
-}
-
-/* Lets MHD work, then wakes it again when it asks to be (connection
- * timeouts, or data it already holds: a zero timeout). */
-static void run(struct prometheus *p)
-{
-	MHD_run(p->daemon);
-	MHD_UNSIGNED_LONG_LONG ms;
-	if (p->timer) {
-		loop__cancel(p->loop, p->timer);
-		p->timer = 0;
-	}
-	if (MHD_get_timeout(p->daemon, &ms) == MHD_YES) {
-		int64_t id = loop__after(p->loop, ms, on_timer, p);
-		p->timer = id > 0 ? id : 0;
-	}
+	*resp = (struct http_response){
+	    .status = 200,
+	    .content_type = PROMETHEUS_CONTENT_TYPE,
+	    .stream = {.next = scrape_next, .release = scrape_free, .ctx = sc},
+	};
 }
 
 /* Binds the listening socket ourselves to tell "port in use" apart from the
@@ -648,31 +583,20 @@ int prometheus__start(struct prometheus **out, struct loop *loop, const struct r
 		close(fd);
 		return error("out of memory");
 	}
-	p->loop = loop;
 	p->cfg = cfg;
 	p->m = m;
 	p->self_fn = self_fn;
 	p->self_ctx = self_ctx;
 	p->port = bound_port(fd);
-	p->daemon = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0), 0,
-				     NULL, NULL, on_http, p, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, p,
-				     MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
-				     (unsigned int)64, MHD_OPTION_CONNECTION_TIMEOUT,
-				     (unsigned int)30, MHD_OPTION_END);
-	if (!p->daemon) {
-		close(fd);
+	struct http_server_opts opts = {.max_conns = PROMETHEUS_MAX_CONNS,
+					.idle_timeout_ms = PROMETHEUS_IDLE_TIMEOUT_MS,
+					.log_name = "prometheus endpoint"};
+	p->server = http_server__start(loop, fd, &opts, on_http, p); /* owns fd */
+	if (!p->server) {
 		free(p);
-		return error("cannot start the Prometheus endpoint (libmicrohttpd) on %s:%u",
-			     cfg->prom_address, cfg->prom_port);
+		return error("cannot start the Prometheus endpoint on %s:%u", cfg->prom_address,
+			     cfg->prom_port);
 	}
-	const union MHD_DaemonInfo *info = MHD_get_daemon_info(p->daemon, MHD_DAEMON_INFO_EPOLL_FD);
-	p->epoll_fd = info ? info->epoll_fd : -1;
-	if (p->epoll_fd < 0 || loop__watch(loop, p->epoll_fd, EPOLLIN, on_ready, p)) {
-		MHD_stop_daemon(p->daemon);
-		free(p);
-		return error("cannot watch the Prometheus endpoint's epoll descriptor");
-	}
-	run(p);
 	log_info("Prometheus endpoint on http://%s%s%s:%u%s", v6 ? "[" : "", cfg->prom_address,
 		 v6 ? "]" : "", p->port, cfg->prom_path);
 	*out = p;
@@ -683,10 +607,7 @@ void prometheus__stop(struct prometheus *p)
 {
 	if (!p)
 		return;
-	if (p->timer)
-		loop__cancel(p->loop, p->timer);
-	loop__unwatch(p->loop, p->epoll_fd);
-	MHD_stop_daemon(p->daemon); /* closes the listening socket */
+	http_server__stop(p->server); /* closes the listening socket */
 	free(p);
 }
 

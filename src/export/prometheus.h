@@ -1,7 +1,6 @@
-/* The Prometheus scrape endpoint: libmicrohttpd driven from rastro's event
- * loop (its epoll fd watched, MHD_run called when ready or when its timeout
- * expires), text exposition format 0.0.4, names per the OpenTelemetry to
- * Prometheus compatibility rules. */
+/* The Prometheus scrape endpoint: a small HTTP/1.1 server on rastro's event
+ * loop (export/http_server), text exposition format 0.0.4 streamed as it is
+ * rendered, names per the OpenTelemetry to Prometheus compatibility rules. */
 #ifndef RASTRO_PROMETHEUS_H
 #define RASTRO_PROMETHEUS_H
 

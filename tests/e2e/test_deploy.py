@@ -62,8 +62,8 @@ SEED_CONFIG = ROOT / "examples" / "perlapp" / "beyla.yml"
 CAPS = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"]
 CAP_BITS = {"BPF": 39, "PERFMON": 38, "SYS_PTRACE": 19, "DAC_READ_SEARCH": 2}
 IMAGE_UID = 10001
-RUNTIME_PKGS = ["libbpf1", "libelf1", "zlib1g", "libyaml-0-2", "libcurl4", "libmicrohttpd12",
-                "libprotobuf-c1", "ca-certificates"]
+RUNTIME_PKGS = ["libbpf1", "libelf1", "zlib1g", "libyaml-0-2", "libcurl4", "libprotobuf-c1",
+                "ca-certificates"]
 
 needs_node = pytest.mark.skipif(not (NODE_DIR / "node_modules").is_dir(),
                                 reason="tests/deploy/node_modules missing: scripts/test.sh "
