@@ -12,7 +12,7 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	  -Isrc -Isrc/bpf -I$(BUILD) -I$(BUILD)/gen
-LDLIBS := -lbpf -lelf -lz -lyaml -lcurl -lprotobuf-c -lm
+LDLIBS := -lbpf -lelf -lz -lyaml -lprotobuf-c -lm
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	      -I$(BUILD) -Isrc/bpf
 

@@ -64,6 +64,8 @@ CAP_BITS = {"BPF": 39, "PERFMON": 38, "SYS_PTRACE": 19, "DAC_READ_SEARCH": 2}
 IMAGE_UID = 10001
 RUNTIME_PKGS = ["libbpf1", "libelf1", "zlib1g", "libyaml-0-2", "libcurl4", "libprotobuf-c1",
                 "ca-certificates"]
+# Loaded with dlopen, only for https:// OTLP endpoints (src/export/otlp_curl.c).
+RUNTIME_LOADED_PKGS = ["libcurl4", "ca-certificates"]
 
 needs_node = pytest.mark.skipif(not (NODE_DIR / "node_modules").is_dir(),
                                 reason="tests/deploy/node_modules missing: scripts/test.sh "
@@ -441,9 +443,10 @@ def test_image_build_without_host_btf(image_build):
 def test_runtime_packages_are_the_linked_libraries(image_build):
     """The final image installs exactly the Debian packages of the libraries
     the Makefile links (LDLIBS; libc6, for -lm, is in the base image), plus
-    ca-certificates for https OTLP endpoints; every library the binary needs
-    directly is among them. The binary is the one the Dockerfile's build
-    stage makes."""
+    libcurl4 and ca-certificates for https OTLP endpoints (libcurl is loaded
+    at run time, only for those); every library the binary needs directly is
+    among them, and libcurl is not one of them. The binary is the one the
+    Dockerfile's build stage makes."""
     binary = image_build["binary"]
     makefile = (ROOT / "Makefile").read_text()
     ldlibs = re.search(r"^LDLIBS := (.*)$", makefile, re.M).group(1).split()
@@ -473,7 +476,13 @@ def test_runtime_packages_are_the_linked_libraries(image_build):
                          check=True).stdout
     needed = {package(s) for s in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", out)}
     assert needed <= linked
-    assert sorted(linked - {"libc6"}) == sorted(set(RUNTIME_PKGS) - {"ca-certificates"})
+    assert sorted(linked - {"libc6"}) == sorted(set(RUNTIME_PKGS) - set(RUNTIME_LOADED_PKGS))
+    assert not any(s.startswith("libcurl") for s in re.findall(r"\[(.+?)\]", out))
+    # the name the transport loads is the one the package ships
+    src = (ROOT / "src" / "export" / "otlp_curl.c").read_text()
+    assert '"libcurl.so.4"' in src
+    assert subprocess.run(["dpkg", "-S", "libcurl.so.4"], capture_output=True,
+                          text=True).stdout.startswith("libcurl4")
 
 
 # ---- capabilities: the same list everywhere, and each one needed
