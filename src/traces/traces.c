@@ -28,6 +28,7 @@ struct ctx {
 	bool explicit_trace;     /* a root, or joined a trace through traceparent */
 	bool remote_parent;      /* the parent came from a traceparent header */
 	bool server;
+	bool in_threads;         /* put in the serving-thread map, not yet taken out */
 	uint32_t pid, tid;
 	/* Registered in the link index under this key: as the client end of a
 	 * connection (client), or as a server waiting for its client end. */
@@ -297,7 +298,7 @@ static void ctx_free(struct traces *t, struct ctx *c)
 {
 	if (c->link_key)
 		index_remove(&t->links, c->link_key, c);
-	if (c->server)
+	if (c->in_threads)
 		unindex(&t->threads, c->tid, c);
 	c->span_id = 0;
 	t->count--;
@@ -359,9 +360,22 @@ static struct ctx *root_of(struct traces *t, struct ctx *c)
 
 static struct ctx *ctx_new(struct traces *t, struct request *r, uint64_t now)
 {
-	while (t->count >= MAX_CONTEXTS) {
-		ctx_free(t, t->head);
-		t->stats.contexts_evicted++;
+	if (t->count >= MAX_CONTEXTS) {
+		while (t->count >= MAX_CONTEXTS) {
+			ctx_free(t, t->head);
+			t->stats.contexts_evicted++;
+		}
+		/* At the cap every new context evicts the oldest, whose line, link
+		 * slot and LRU neighbour have long left the cache: fetch the next
+		 * victim's slot and neighbour now (its own line was fetched by the
+		 * previous eviction), so the next eviction does not wait on them. */
+		struct ctx *next = t->head;
+		if (next) {
+			if (next->link_key)
+				__builtin_prefetch(&t->links.s[slot_of(&t->links, next->link_key)], 1);
+			if (next->next)
+				__builtin_prefetch(next->next, 1);
+		}
 	}
 	struct ctx *c = ctx_alloc(t);
 	if (!c)
@@ -436,7 +450,7 @@ void traces__start(struct traces *t, struct request *r)
 			}
 		}
 		if (!u64map__put(&t->threads, r->tid, c))
-			c->tid = r->tid;
+			c->in_threads = true;
 		return;
 	}
 
@@ -517,8 +531,10 @@ void traces__finish(struct traces *t, struct request *r)
 	if (!r->sampled)
 		t->stats.sampled_out++;
 	/* The thread is done serving it (unless it already took a newer one). */
-	if (c->server)
+	if (c->in_threads) {
 		unindex(&t->threads, c->tid, c);
+		c->in_threads = false;
+	}
 }
 
 void traces__expire(struct traces *t, uint64_t now_ns)
