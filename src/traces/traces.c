@@ -409,6 +409,19 @@ static void set_parent(struct traces *t, struct ctx *c, struct ctx *parent)
 void traces__start(struct traces *t, struct request *r)
 {
 	uint64_t now = r->start_ns;
+	/* The request's slot in the link index is a cache miss (keys are
+	 * hashes): start fetching it before the eviction's own misses. */
+	uint64_t key = 0;
+	if (r->request_seq_valid) {
+		if (is_server(r))
+			key = link_key(r->tuple.remote_addr, r->tuple.remote_port,
+				       r->tuple.local_addr, r->tuple.local_port, r->request_seq);
+		else if (r->kind == REQ_HTTP_CLIENT || r->kind == REQ_GRPC_CLIENT)
+			key = link_key(r->tuple.local_addr, r->tuple.local_port,
+				       r->tuple.remote_addr, r->tuple.remote_port, r->request_seq);
+		if (key)
+			__builtin_prefetch(&t->links.s[slot_of(&t->links, key)]);
+	}
 	struct ctx *c = ctx_new(t, r, now);
 	if (!c)
 		return; /* finish() gives it a root of its own */
@@ -431,10 +444,7 @@ void traces__start(struct traces *t, struct request *r)
 	if (c->server) {
 		if (!header) {
 			struct ctx *client = NULL;
-			uint64_t key = 0;
-			if (r->request_seq_valid) {
-				key = link_key(r->tuple.remote_addr, r->tuple.remote_port,
-					       r->tuple.local_addr, r->tuple.local_port, r->request_seq);
+			if (key) {
 				client = index_get(&t->links, key);
 				if (client && client->server)
 					client = NULL; /* another server waiting under this key */
@@ -462,9 +472,7 @@ void traces__start(struct traces *t, struct request *r)
 		else
 			make_root(t, c);
 	}
-	if (r->request_seq_valid && (r->kind == REQ_HTTP_CLIENT || r->kind == REQ_GRPC_CLIENT)) {
-		uint64_t key = link_key(r->tuple.local_addr, r->tuple.local_port,
-					r->tuple.remote_addr, r->tuple.remote_port, r->request_seq);
+	if (key) {
 		/* A server whose request arrived before this one's event. */
 		struct ctx *srv = index_get(&t->links, key);
 		if (srv && srv->server && !srv->remote_parent) {
