@@ -217,9 +217,12 @@ static void start_resolving(struct http_t *t)
 	}
 	snprintf(r->node, sizeof(r->node), "%s", t->node);
 	snprintf(r->service, sizeof(r->service), "%s", t->service);
+	/* Every address, whatever families the host has configured (no
+	 * AI_ADDRCONFIG): one the host cannot reach fails at connect at once,
+	 * and the next is tried. */
 	r->hints = (struct addrinfo){.ai_family = AF_UNSPEC,
 				     .ai_socktype = SOCK_STREAM,
-				     .ai_flags = AI_ADDRCONFIG | AI_NUMERICSERV};
+				     .ai_flags = AI_NUMERICSERV};
 	r->cb.ar_name = r->node;
 	r->cb.ar_service = r->service;
 	r->cb.ar_request = &r->hints;
