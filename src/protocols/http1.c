@@ -387,7 +387,10 @@ static int hexdigit(unsigned char ch)
 	return -1;
 }
 
-int64_t http1__chunked_feed(struct http1_chunked *c, const char *buf, size_t len, bool *done)
+/* The decoder; with data set, it stops after the first run of chunk data
+ * and says where that run lies in buf. */
+static int64_t chunked_run(struct http1_chunked *c, const char *buf, size_t len, bool *done,
+			   const char **data, size_t *data_len)
 {
 	size_t i = 0;
 	*done = false;
@@ -426,9 +429,15 @@ int64_t http1__chunked_feed(struct http1_chunked *c, const char *buf, size_t len
 				n = (size_t)c->chunk_left;
 			c->chunk_left -= n;
 			c->payload += n;
+			if (data) {
+				*data = buf + i;
+				*data_len = n;
+			}
 			i += n;
 			if (!c->chunk_left)
 				c->state = CH_DATA_CR;
+			if (data)
+				return (int64_t)i;
 			break;
 		}
 		case CH_DATA_CR:
@@ -483,6 +492,18 @@ int64_t http1__chunked_feed(struct http1_chunked *c, const char *buf, size_t len
 	}
 	*done = c->state == CH_DONE;
 	return (int64_t)i;
+}
+
+int64_t http1__chunked_feed(struct http1_chunked *c, const char *buf, size_t len, bool *done)
+{
+	return chunked_run(c, buf, len, done, NULL, NULL);
+}
+
+int64_t http1__chunked_data(struct http1_chunked *c, const char *buf, size_t len, bool *done,
+			    const char **data, size_t *data_len)
+{
+	*data_len = 0;
+	return chunked_run(c, buf, len, done, data, data_len);
 }
 
 bool http1__chunked_skip(struct http1_chunked *c, uint64_t n)

@@ -76,6 +76,11 @@ void http1__chunked_init(struct http1_chunked *c);
  * last chunk and trailers ended (the rest of buf is the next message).
  * Returns HTTP1_ERROR on a malformed chunk. */
 int64_t http1__chunked_feed(struct http1_chunked *c, const char *buf, size_t len, bool *done);
+/* The same, for a reader that wants the payload: stops after the first run
+ * of chunk data, which is buf's *data_len bytes at *data (0 when the bytes
+ * consumed held none). */
+int64_t http1__chunked_data(struct http1_chunked *c, const char *buf, size_t len, bool *done,
+			    const char **data, size_t *data_len);
 /* Skips n unseen bytes; false when they do not all lie inside chunk data
  * (framing lost). */
 bool http1__chunked_skip(struct http1_chunked *c, uint64_t n);

@@ -183,6 +183,40 @@ static void test_chunked_every_split(void)
 	CHECK_INT(http1__chunked_feed(&c, "zz\r\n", 4, &done), HTTP1_ERROR);
 }
 
+/* The payload comes out of http1__chunked_data whole, at every split. */
+static void test_chunked_data_every_split(void)
+{
+	const char *body = "5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+	size_t total = strlen(body), msg = total - 4;
+	for (size_t k = 0; k <= total; k++) {
+		struct http1_chunked c;
+		char out[64];
+		size_t out_len = 0, used = 0;
+		bool done = false;
+		http1__chunked_init(&c);
+		for (size_t part = 0; part < 2 && !done; part++) {
+			size_t end = part ? total : k, i = part ? k : 0;
+			while (i < end && !done) {
+				const char *d;
+				size_t dl;
+				int64_t n = http1__chunked_data(&c, body + i, end - i, &done, &d, &dl);
+				CHECK(n > 0);
+				CHECK(!dl || (d >= body + i && d + dl <= body + i + n));
+				if (dl) {
+					memcpy(out + out_len, d, dl);
+					out_len += dl;
+				}
+				i += (size_t)n;
+			}
+			used = i;
+		}
+		CHECK(done);
+		CHECK_INT(used, msg);
+		CHECK_INT(out_len, 31);
+		CHECK(!memcmp(out, "helloabcdefghijklmnopqrstuvwxyz", 31));
+	}
+}
+
 /* ---- session through the connection tracker */
 
 static struct conntrack *new_ct(void)
@@ -354,6 +388,7 @@ int main(void)
 	test_request_head_every_prefix();
 	test_response_heads();
 	test_chunked_every_split();
+	test_chunked_data_every_split();
 	test_request_response_every_split();
 	test_pipelined_in_one_read();
 	test_client_role_and_interim();
