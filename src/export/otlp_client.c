@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <zlib.h>
 
@@ -321,11 +322,16 @@ void otlp_client__body(struct otlp_client *c, const void *data, size_t len)
 	}
 }
 
-void otlp_client__retry_after(struct otlp_client *c, const char *value, size_t len)
+void otlp_client__header(struct otlp_client *c, const char *line, size_t len)
 {
+	static const char name[] = "retry-after:";
+	const size_t n = sizeof(name) - 1;
+	if (len <= n || strncasecmp(line, name, n))
+		return;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	c->retry_after_ms = otlp_client__retry_after_ms(value, len, (int64_t)ts.tv_sec);
+	/* the value's surrounding blanks and line end are trimmed there */
+	c->retry_after_ms = otlp_client__retry_after_ms(line + n, len - n, (int64_t)ts.tv_sec);
 }
 
 /* ---- outcomes */

@@ -201,11 +201,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *userp)
 static size_t on_header(char *data, size_t size, size_t n, void *userp)
 {
 	struct curl_t *t = userp;
-	size_t len = size * n;
-	static const char name[] = "retry-after:";
-	if (len > sizeof(name) - 1 && !strncasecmp(data, name, sizeof(name) - 1))
-		otlp_client__retry_after(t->c, data + sizeof(name) - 1, len - (sizeof(name) - 1));
-	return len;
+	otlp_client__header(t->c, data, size * n);
+	return size * n;
 }
 
 static struct curl_slist *build_headers(const struct otlp_signal *cfg)

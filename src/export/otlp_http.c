@@ -23,13 +23,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/loop.h"
 #include "export/otlp_transport.h"
+#include "protocols/http1.h"
 #include "version.h"
 
 #define RESOLVE_POLL_MS 2
@@ -38,7 +38,6 @@
 
 enum state { IDLE, RESOLVING, CONNECTING, SENDING, RECV_HEAD, RECV_BODY };
 enum framing { BY_LENGTH, CHUNKED, UNTIL_CLOSE };
-enum chunk_state { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_END, CH_TRAILER };
 
 /* One getaddrinfo_a request; glibc writes into it until it completes, so it
  * lives apart from the transport (see http_close). */
@@ -71,7 +70,6 @@ struct http_t {
 	struct resolve *res;     /* resolution in progress */
 	struct addrinfo *addrs;  /* resolved, being tried */
 	struct addrinfo *next;   /* next address to try */
-	bool addrs_from_gai;     /* addrs belongs to a struct resolve (freeaddrinfo anyway) */
 	int last_errno;
 
 	/* the request */
@@ -85,10 +83,8 @@ struct http_t {
 	long status;
 	enum framing framing;
 	bool close_after;
-	uint64_t remaining; /* BY_LENGTH, or the current chunk */
-	enum chunk_state chunk;
-	bool chunk_line_empty; /* CH_TRAILER: the line so far is empty */
-	bool chunk_digits;
+	uint64_t remaining;       /* BY_LENGTH */
+	struct http1_chunked chunked; /* CHUNKED */
 };
 
 static void arm(struct http_t *t);
@@ -355,106 +351,36 @@ static void do_send(struct http_t *t)
 	otlp_client__watch(t->c, t->fd, EPOLLIN);
 }
 
-/* ---- the answer */
+/* ---- the answer (parsed by the HTTP/1 protocol parser's head parser and
+ * chunked decoder) */
 
-/* Value of a header line "name: value" when its name is `name`. */
-static bool header_is(const char *line, size_t len, const char *name, const char **value,
-		      size_t *vlen)
+/* Passes the header lines of the head t->in[0, len) to the client. */
+static void pass_headers(struct http_t *t, size_t len)
 {
-	size_t n = strlen(name);
-	if (len <= n || line[n] != ':' || strncasecmp(line, name, n))
-		return false;
-	const char *v = line + n + 1, *end = line + len;
-	while (v < end && (*v == ' ' || *v == '\t'))
-		v++;
-	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-		end--;
-	*value = v;
-	*vlen = (size_t)(end - v);
-	return true;
+	const char *p = memchr(t->in, '\n', len), *end = t->in + len, *eol;
+	for (p = p ? p + 1 : end; p < end && (eol = memchr(p, '\n', (size_t)(end - p)));
+	     p = eol + 1)
+		otlp_client__header(t->c, p, (size_t)(eol - p));
 }
 
-static bool contains_token(const char *v, size_t len, const char *token)
+/* How the body of the answer whose head is h is delimited (RFC 9112 6.3). */
+static void set_framing(struct http_t *t, const struct http1_head *h)
 {
-	size_t n = strlen(token);
-	for (size_t i = 0; i + n <= len; i++)
-		if (!strncasecmp(v + i, token, n))
-			return true;
-	return false;
-}
-
-/* Parses the head in t->in[0, len) (its blank line included). false when it
- * is not an HTTP/1.x answer. */
-static bool parse_head(struct http_t *t, size_t len)
-{
-	const char *p = t->in, *end = t->in + len;
-	const char *eol = memchr(p, '\n', (size_t)(end - p));
-	if (!eol || eol - p < 12 || memcmp(p, "HTTP/1.", 7) || p[8] != ' ')
-		return false;
-	long status = 0;
-	for (int i = 9; i < 12; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		status = status * 10 + (p[i] - '0');
-	}
-	t->status = status;
-	t->close_after = p[7] == '0'; /* HTTP/1.0 closes unless it says keep-alive */
-	bool chunked = false;
-	int64_t length = -1;
-	for (p = eol + 1; p < end; p = eol + 1) {
-		eol = memchr(p, '\n', (size_t)(end - p));
-		if (!eol)
-			break;
-		size_t l = (size_t)(eol - p);
-		if (l && p[l - 1] == '\r')
-			l--;
-		const char *v;
-		size_t vl;
-		if (header_is(p, l, "content-length", &v, &vl)) {
-			length = 0;
-			for (size_t i = 0; i < vl; i++) {
-				if (v[i] < '0' || v[i] > '9' || length > (INT64_MAX - 9) / 10)
-					return false;
-				length = length * 10 + (v[i] - '0');
-			}
-		} else if (header_is(p, l, "transfer-encoding", &v, &vl)) {
-			chunked = contains_token(v, vl, "chunked");
-		} else if (header_is(p, l, "connection", &v, &vl)) {
-			if (contains_token(v, vl, "close"))
-				t->close_after = true;
-			else if (contains_token(v, vl, "keep-alive"))
-				t->close_after = false;
-		} else if (header_is(p, l, "retry-after", &v, &vl)) {
-			otlp_client__retry_after(t->c, v, vl);
-		}
-	}
-	if (status == 204 || status == 304 || status < 200) {
+	t->status = h->status;
+	t->close_after = h->version == 10 ? !h->connection_keep_alive : h->connection_close;
+	if (http1__response_has_no_body("POST", 4, h->status)) {
 		t->framing = BY_LENGTH;
 		t->remaining = 0;
-	} else if (chunked) {
+	} else if (h->chunked) {
 		t->framing = CHUNKED;
-		t->chunk = CH_SIZE;
-		t->remaining = 0;
-		t->chunk_digits = false;
-	} else if (length >= 0) {
+		http1__chunked_init(&t->chunked);
+	} else if (!h->has_transfer_encoding && h->content_length >= 0) {
 		t->framing = BY_LENGTH;
-		t->remaining = (uint64_t)length;
+		t->remaining = (uint64_t)h->content_length;
 	} else {
 		t->framing = UNTIL_CLOSE;
 		t->close_after = true;
 	}
-	return true;
-}
-
-static int hex(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
 }
 
 /* Takes body bytes. 1: the body is complete, 0: more to come, -1:
@@ -474,63 +400,33 @@ static int feed_body(struct http_t *t, const char *p, size_t len)
 			t->close_after = true;
 		return t->remaining == 0;
 	}
-	for (size_t i = 0; i < len; i++) {
-		char ch = p[i];
-		switch (t->chunk) {
-		case CH_SIZE:
-			if (hex(ch) >= 0) {
-				if (t->remaining >> 59)
-					return -1;
-				t->remaining = t->remaining * 16 + (uint64_t)hex(ch);
-				t->chunk_digits = true;
-				break;
-			}
-			if (!t->chunk_digits)
-				return -1;
-			t->chunk = CH_EXT;
-			/* fall through */
-		case CH_EXT: /* chunk extensions, then the line's end */
-			if (ch != '\n')
-				break;
-			if (t->remaining) {
-				t->chunk = CH_DATA;
-			} else {
-				t->chunk = CH_TRAILER;
-				t->chunk_line_empty = true;
-			}
-			break;
-		case CH_DATA: {
-			size_t n = len - i < t->remaining ? len - i : (size_t)t->remaining;
-			otlp_client__body(t->c, p + i, n);
-			t->remaining -= n;
-			i += n - 1;
-			if (!t->remaining)
-				t->chunk = CH_DATA_END;
-			break;
-		}
-		case CH_DATA_END: /* the CRLF after the data */
-			if (ch == '\n') {
-				t->chunk = CH_SIZE;
-				t->chunk_digits = false;
-			} else if (ch != '\r') {
-				return -1;
-			}
-			break;
-		case CH_TRAILER: /* trailer fields, up to an empty line */
-			if (ch == '\n') {
-				if (t->chunk_line_empty) {
-					if (i + 1 < len)
-						t->close_after = true;
-					return 1;
-				}
-				t->chunk_line_empty = true;
-			} else if (ch != '\r') {
-				t->chunk_line_empty = false;
-			}
-			break;
+	for (size_t i = 0; i < len;) {
+		const char *data;
+		size_t data_len;
+		bool done;
+		int64_t n = http1__chunked_data(&t->chunked, p + i, len - i, &done, &data, &data_len);
+		if (n < 0)
+			return -1;
+		otlp_client__body(t->c, data, data_len);
+		i += (size_t)n;
+		if (done) {
+			if (i < len)
+				t->close_after = true;
+			return 1;
 		}
 	}
 	return 0;
+}
+
+/* Hands body bytes on; true when the attempt ended (succeeded or failed). */
+static bool take_body(struct http_t *t, const char *p, size_t len)
+{
+	int done = feed_body(t, p, len);
+	if (done < 0)
+		fail(t, OTLP_ERR_RESPONSE, "malformed chunked answer from %s", t->hostport);
+	else if (done)
+		succeed(t);
+	return done != 0;
 }
 
 /* Reads what the socket has; once the attempt ends, t may already serve the
@@ -565,54 +461,35 @@ static void on_readable(struct http_t *t)
 				     "complete answer", t->hostport);
 			return;
 		}
-		size_t got = (size_t)r;
 		t->answered = true;
 		if (t->st == RECV_BODY) {
-			int done = feed_body(t, t->in, got);
-			if (done < 0) {
-				fail(t, OTLP_ERR_RESPONSE, "malformed chunked answer from %s",
-				     t->hostport);
+			if (take_body(t, t->in, (size_t)r))
 				return;
-			}
-			if (done) {
-				succeed(t);
-				return;
-			}
 			continue;
 		}
-		t->in_len += got;
+		t->in_len += (size_t)r;
 		/* RECV_HEAD: interim (1xx) answers are skipped. */
 		for (;;) {
-			char *blank = memmem(t->in, t->in_len, "\r\n\r\n", 4);
-			size_t head = blank ? (size_t)(blank - t->in) + 4 : 0;
-			if (!blank) {
-				blank = memmem(t->in, t->in_len, "\n\n", 2);
-				head = blank ? (size_t)(blank - t->in) + 2 : 0;
-			}
-			if (!blank)
+			struct http1_head h;
+			int head = http1__parse_response_head(t->in, t->in_len, &h);
+			if (head == HTTP1_NEED_MORE)
 				break;
-			if (!parse_head(t, head)) {
+			if (head < 0) {
 				fail(t, OTLP_ERR_RESPONSE, "the answer of %s is not HTTP/1.x",
 				     t->hostport);
 				return;
 			}
-			size_t rest = t->in_len - head;
+			pass_headers(t, (size_t)head);
+			set_framing(t, &h);
+			size_t rest = t->in_len - (size_t)head;
 			memmove(t->in, t->in + head, rest);
 			t->in_len = rest;
-			if (t->status >= 100 && t->status < 200)
+			if (h.status < 200)
 				continue;
 			t->st = RECV_BODY;
-			int done = feed_body(t, t->in, rest);
-			if (done < 0) {
-				fail(t, OTLP_ERR_RESPONSE, "malformed chunked answer from %s",
-				     t->hostport);
-				return;
-			}
-			if (done) {
-				succeed(t);
-				return;
-			}
 			t->in_len = 0;
+			if (take_body(t, t->in, rest))
+				return;
 			break;
 		}
 	}

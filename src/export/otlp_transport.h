@@ -61,8 +61,9 @@ bool otlp_header_ok(const char *key, const char *value);
 int otlp_client__watch(struct otlp_client *c, int fd, uint32_t events);
 /* The transport's one timer, in ms from now; -1 cancels it. 0 or -1. */
 int otlp_client__set_timer(struct otlp_client *c, int64_t ms);
-/* A Retry-After header value of the answer. */
-void otlp_client__retry_after(struct otlp_client *c, const char *value, size_t len);
+/* A header line of the answer ("Name: value", its line end optional); the
+ * client keeps what it uses (Retry-After). */
+void otlp_client__header(struct otlp_client *c, const char *line, size_t len);
 /* Bytes of the answer's body (kept up to 64 KiB, for partial success). */
 void otlp_client__body(struct otlp_client *c, const void *data, size_t len);
 /* The attempt ended: an HTTP status (err OTLP_ERR_NONE), or an error with
