@@ -63,17 +63,23 @@ def _raw(field):
     return bytes(int(b, 16) for b in field)
 
 
+def map_entries(map_id):
+    """The entries of a map. An entry deleted between bpftool's walk to its
+    key and its lookup is printed with {"error": ...} as value: it is gone,
+    and left out."""
+    return [e for e in bpftool_json("map", "dump", "id", str(map_id)) or []
+            if isinstance(e.get("value"), list)]
+
+
 def map_keys_u32(map_id):
     """Keys of a hash map with __u32 keys (the traced map: tgids)."""
-    return [int.from_bytes(_raw(e["key"])[:4], "little")
-            for e in bpftool_json("map", "dump", "id", str(map_id)) or []]
+    return [int.from_bytes(_raw(e["key"])[:4], "little") for e in map_entries(map_id)]
 
 
 def conns_tgids(map_id):
     """The tgid of every entry of the conns map (struct rastro_conn: conn_id
     is 8 bytes, then the __u32 tgid)."""
-    return [int.from_bytes(_raw(e["value"])[8:12], "little")
-            for e in bpftool_json("map", "dump", "id", str(map_id)) or []]
+    return [int.from_bytes(_raw(e["value"])[8:12], "little") for e in map_entries(map_id)]
 
 
 def scrape(port, path="/metrics"):
