@@ -278,6 +278,7 @@ void app__self_stats(struct app *app, struct self_stats *out)
 {
 	memset(out, 0, sizeof(*out));
 	capture__stats(app->cap, out->kernel);
+	out->kernel_skipped_runs = capture__skipped_runs(app->cap);
 	conntrack__stats(app->ct, &out->conns);
 	out->traced_processes = discovery__traced_processes(app->disc);
 	out->bpf_map_bytes = capture__map_bytes(app->cap);

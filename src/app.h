@@ -47,6 +47,7 @@ struct app {
 /* rastro's view of itself, for the rastro_* self-metrics and logs. */
 struct self_stats {
 	uint64_t kernel[RASTRO_STAT__COUNT]; /* loss causes and data events, summed per CPU */
+	uint64_t kernel_skipped_runs;        /* program runs the kernel skipped (recursion) */
 	struct conntrack_stats conns;        /* requests, parser losses, open connections */
 	uint32_t traced_processes;
 	uint64_t bpf_map_bytes;

@@ -167,7 +167,8 @@ static void report_losses(struct app *app)
 		return;
 	conntrack__stats(app->ct, &cs);
 	log_info("events: %llu data events, %llu requests reported; kernel losses: ringbuf_full=%llu "
-		 "conn_map_full=%llu control_ringbuf_full=%llu traced_map_full=%llu; "
+		 "conn_map_full=%llu control_ringbuf_full=%llu traced_map_full=%llu "
+		 "program_skipped=%llu; "
 		 "truncated payloads=%llu; parser: events_lost=%llu pipeline_overflow=%llu "
 		 "parse_errors=%llu",
 		 (unsigned long long)stats[RASTRO_STAT_DATA_EVENTS], (unsigned long long)cs.requests,
@@ -175,6 +176,7 @@ static void report_losses(struct app *app)
 		 (unsigned long long)stats[RASTRO_LOSS_CONN_MAP_FULL],
 		 (unsigned long long)stats[RASTRO_LOSS_CONTROL_RINGBUF],
 		 (unsigned long long)stats[RASTRO_LOSS_TRACED_MAP_FULL],
+		 (unsigned long long)capture__skipped_runs(app->cap),
 		 (unsigned long long)stats[RASTRO_STAT_TRUNCATED],
 		 (unsigned long long)cs.counters[CONN_LOST_EVENTS],
 		 (unsigned long long)cs.counters[CONN_LOST_PIPELINE_OVERFLOW],

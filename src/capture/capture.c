@@ -386,6 +386,21 @@ int capture__stats(struct capture *cap, uint64_t out[RASTRO_STAT__COUNT])
 	return 0;
 }
 
+uint64_t capture__skipped_runs(struct capture *cap)
+{
+	struct bpf_program *prog;
+	uint64_t sum = 0;
+	bpf_object__for_each_program(prog, cap->skel->obj)
+	{
+		struct bpf_prog_info info = {0};
+		__u32 len = sizeof(info);
+		int fd = bpf_program__fd(prog);
+		if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, &info, &len))
+			sum += info.recursion_misses;
+	}
+	return sum;
+}
+
 int capture__check_map_access(struct capture *cap)
 {
 	uint64_t *percpu = calloc(cap->ncpus, sizeof(uint64_t));

@@ -31,6 +31,11 @@ int capture__trace(struct capture *cap, uint32_t tgid, uint32_t service_id);
 int capture__untrace(struct capture *cap, uint32_t tgid);
 /* Sums the per-CPU counters of enum rastro_loss_cause. */
 int capture__stats(struct capture *cap, uint64_t out[RASTRO_STAT__COUNT]);
+/* Runs of rastro's programs the kernel skipped because the same program was
+ * already running on that CPU (an interrupt that hit the hook inside a run:
+ * recursion_misses of each program, Linux 5.12 and later, 0 before). Each is
+ * an event never seen: a data event, a connection's close, a fork or exit. */
+uint64_t capture__skipped_runs(struct capture *cap);
 /* Whether this process can still use its maps (a lookup), e.g. after dropping
  * capabilities: 0, or the negative errno of the refusal. */
 int capture__check_map_access(struct capture *cap);

@@ -62,6 +62,7 @@ static void collect_pipeline(const struct self_stats *st, struct self_family *f,
 	for (size_t i = 0; i < sizeof(kernel_causes) / sizeof(kernel_causes[0]); i++)
 		sample2(f, "source", "kernel", "cause", capture__stat_name(kernel_causes[i]),
 			st->kernel[kernel_causes[i]]);
+	sample2(f, "source", "kernel", "cause", "program_skipped", st->kernel_skipped_runs);
 	for (int i = 0; i < CONN__COUNTERS; i++)
 		sample2(f, "source", "parser", "cause", conntrack__counter_name(i),
 			st->conns.counters[i]);

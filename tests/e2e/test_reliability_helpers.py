@@ -44,6 +44,13 @@ def bpf_objects(pid):
     return out
 
 
+def recursion_misses(prog_ids):
+    """Runs of these programs the kernel skipped because the program was
+    already running on that CPU (bpftool shows the field when it is not 0)."""
+    return sum(p.get("recursion_misses", 0) for p in bpftool_json("prog", "show")
+               if p["id"] in prog_ids)
+
+
 def live_bpf_ids():
     """Every program, map and link id the kernel has now."""
     return {"prog": {p["id"] for p in bpftool_json("prog", "show")},

@@ -693,6 +693,7 @@ static void test_prometheus_text(void)
 	memset(&st, 0, sizeof(st));
 	st.kernel[RASTRO_STAT_DATA_EVENTS] = 1234;
 	st.kernel[RASTRO_LOSS_RINGBUF_FULL] = 3;
+	st.kernel_skipped_runs = 6;
 	st.conns.counters[CONN_PARSE_ERRORS] = 2;
 	st.conns.connections = 5;
 	st.traced_processes = 2;
@@ -705,6 +706,7 @@ static void test_prometheus_text(void)
 	static const char *const self_lines[] = {
 	    "# TYPE rastro_events_received_total counter\nrastro_events_received_total 1234\n",
 	    "rastro_events_lost_total{source=\"kernel\",cause=\"ringbuf_full\"} 3\n",
+	    "rastro_events_lost_total{source=\"kernel\",cause=\"program_skipped\"} 6\n",
 	    "rastro_events_lost_total{source=\"parser\",cause=\"parse_errors\"} 2\n",
 	    "# TYPE rastro_connections gauge\nrastro_connections 5\n",
 	    "rastro_instrumented_processes 2\n",
@@ -783,6 +785,7 @@ static void test_otlp(void)
 	struct self_stats st;
 	memset(&st, 0, sizeof(st));
 	st.kernel[RASTRO_STAT_DATA_EVENTS] = 77;
+	st.kernel_skipped_runs = 5;
 	st.conns.connections = 3;
 	const int64_t offset = 1700000000ll * (int64_t)NS;
 	const uint64_t now = BASE + 5 * NS;
@@ -889,11 +892,15 @@ static void test_otlp(void)
 	if (conns)
 		CHECK_INT(conns->gauge->data_points[0]->as_int, 3);
 	const Metric *lost = find_metric(rm, "rastro_events_lost");
-	CHECK(lost && lost->sum->n_data_points == 4 + CONN__COUNTERS);
+	CHECK(lost && lost->sum->n_data_points == 5 + CONN__COUNTERS);
 	if (lost) {
 		const NumberDataPoint *np = lost->sum->data_points[0];
 		CHECK_STR(str_attr(np->attributes, np->n_attributes, "source"), "kernel");
 		CHECK_STR(str_attr(np->attributes, np->n_attributes, "cause"), "ringbuf_full");
+		np = lost->sum->data_points[4];
+		CHECK_STR(str_attr(np->attributes, np->n_attributes, "source"), "kernel");
+		CHECK_STR(str_attr(np->attributes, np->n_attributes, "cause"), "program_skipped");
+		CHECK_INT(np->as_int, 5);
 	}
 
 	/* every data point is counted for the client's statistics */
