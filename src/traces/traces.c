@@ -9,6 +9,16 @@
 /* A context lives this long after its last use: long enough for children and
  * for the other end of a connection to find it. */
 #define LINK_WINDOW_NS (60ull * 1000000000ull)
+/* A finished request's context is kept this long after its end (in the
+ * kernel's event time, so a backlog in rastro does not shorten it), then
+ * freed. Its span's trace is decided by then; what may still need it: the
+ * other end of its connection, whose event can reach the ring buffer after
+ * this end's when its thread was held up inside the syscall, and children
+ * still running, which otherwise fall back to the copy of the trace id they
+ * took at their start. Freed this early, a server at tens of thousands of
+ * requests per second holds a fraction of a second of contexts, recycled
+ * while still in the CPU's cache, instead of MAX_CONTEXTS cold ones. */
+#define DONE_GRACE_NS (100ull * 1000000ull)
 #define MAX_CONTEXTS 32768
 #define MAX_DEPTH 64
 
@@ -29,12 +39,17 @@ struct ctx {
 	bool remote_parent;      /* the parent came from a traceparent header */
 	bool server;
 	bool in_threads;         /* put in the serving-thread map, not yet taken out */
+	bool done;               /* finished: in the done list, not the live one */
 	uint32_t pid, tid;
 	/* Registered in the link index under this key: as the client end of a
 	 * connection (client), or as a server waiting for its client end. */
 	uint64_t link_key;
 	uint64_t last_ns;
-	struct ctx *prev, *next; /* least recently used first */
+	struct ctx *prev, *next; /* in its list: least recently used first */
+};
+
+struct ctx_list {
+	struct ctx *head, *tail;
 };
 
 /* The link index (link key -> context) is an open addressing table of (key,
@@ -77,7 +92,8 @@ struct traces {
 	 * server request waiting for its client end (c->server tells) */
 	struct index links;
 	struct u64map threads; /* tid -> ctx of the server request it serves */
-	struct ctx *head, *tail;
+	struct ctx_list live;  /* started, not finished: least recently used first */
+	struct ctx_list done;  /* finished: in the order they finished */
 	struct traces_stats stats;
 };
 
@@ -161,37 +177,40 @@ bool traces__ratio_keeps(const uint8_t trace_id[16], double ratio)
 	return (double)v < ratio * 18446744073709551616.0;
 }
 
-static void lru_unlink(struct traces *t, struct ctx *c)
+static void list_unlink(struct ctx_list *l, struct ctx *c)
 {
 	if (c->prev)
 		c->prev->next = c->next;
 	else
-		t->head = c->next;
+		l->head = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
 	else
-		t->tail = c->prev;
+		l->tail = c->prev;
 	c->prev = c->next = NULL;
 }
 
-static void lru_append(struct traces *t, struct ctx *c)
+static void list_append(struct ctx_list *l, struct ctx *c)
 {
-	c->prev = t->tail;
+	c->prev = l->tail;
 	c->next = NULL;
-	if (t->tail)
-		t->tail->next = c;
+	if (l->tail)
+		l->tail->next = c;
 	else
-		t->head = c;
-	t->tail = c;
+		l->head = c;
+	l->tail = c;
 }
 
-static void touch(struct traces *t, struct ctx *c, uint64_t now)
+static struct ctx_list *list_of(struct traces *t, const struct ctx *c)
 {
-	c->last_ns = now;
-	if (c != t->tail) {
-		lru_unlink(t, c);
-		lru_append(t, c);
-	}
+	return c->done ? &t->done : &t->live;
+}
+
+/* The context to evict first: the one that finished first, else the live
+ * one used least recently. */
+static struct ctx *oldest(const struct traces *t)
+{
+	return t->done.head ? t->done.head : t->live.head;
 }
 
 /* Removes a thread's entry only if it still names this context. */
@@ -302,7 +321,7 @@ static void ctx_free(struct traces *t, struct ctx *c)
 		unindex(&t->threads, c->tid, c);
 	c->span_id = 0;
 	t->count--;
-	lru_unlink(t, c);
+	list_unlink(list_of(t, c), c);
 	c->next = t->free_ctx;
 	t->free_ctx = c;
 }
@@ -362,14 +381,14 @@ static struct ctx *ctx_new(struct traces *t, struct request *r, uint64_t now)
 {
 	if (t->count >= MAX_CONTEXTS) {
 		while (t->count >= MAX_CONTEXTS) {
-			ctx_free(t, t->head);
+			ctx_free(t, oldest(t));
 			t->stats.contexts_evicted++;
 		}
 		/* At the cap every new context evicts the oldest, whose line, link
-		 * slot and LRU neighbour have long left the cache: fetch the next
+		 * slot and list neighbour have long left the cache: fetch the next
 		 * victim's slot and neighbour now (its own line was fetched by the
 		 * previous eviction), so the next eviction does not wait on them. */
-		struct ctx *next = t->head;
+		struct ctx *next = oldest(t);
 		if (next) {
 			if (next->link_key)
 				__builtin_prefetch(&t->links.s[slot_of(&t->links, next->link_key)], 1);
@@ -386,7 +405,7 @@ static struct ctx *ctx_new(struct traces *t, struct request *r, uint64_t now)
 	c->server = is_server(r);
 	c->last_ns = now;
 	t->count++;
-	lru_append(t, c);
+	list_append(&t->live, c);
 	return c;
 }
 
@@ -422,6 +441,8 @@ void traces__start(struct traces *t, struct request *r)
 		if (key)
 			__builtin_prefetch(&t->links.s[slot_of(&t->links, key)]);
 	}
+	while (t->done.head && t->done.head->last_ns + DONE_GRACE_NS < now)
+		ctx_free(t, t->done.head);
 	struct ctx *c = ctx_new(t, r, now);
 	if (!c)
 		return; /* finish() gives it a root of its own */
@@ -529,7 +550,13 @@ void traces__finish(struct traces *t, struct request *r)
 			t->stats.sampled_out++;
 		return;
 	}
-	touch(t, c, r->end_ns > c->last_ns ? r->end_ns : c->last_ns);
+	if (r->end_ns > c->last_ns)
+		c->last_ns = r->end_ns;
+	if (!c->done) {
+		list_unlink(&t->live, c);
+		c->done = true;
+		list_append(&t->done, c);
+	}
 	struct ctx *root = root_of(t, c);
 	memcpy(r->trace_id, root->trace_id, 16);
 	r->has_parent = c->parent_span_id != 0;
@@ -547,8 +574,10 @@ void traces__finish(struct traces *t, struct request *r)
 
 void traces__expire(struct traces *t, uint64_t now_ns)
 {
-	while (t->head && t->head->last_ns + LINK_WINDOW_NS < now_ns)
-		ctx_free(t, t->head);
+	while (t->live.head && t->live.head->last_ns + LINK_WINDOW_NS < now_ns)
+		ctx_free(t, t->live.head);
+	while (t->done.head && t->done.head->last_ns + DONE_GRACE_NS < now_ns)
+		ctx_free(t, t->done.head);
 }
 
 void traces__stats(const struct traces *t, struct traces_stats *out)
@@ -576,8 +605,8 @@ void traces__free(struct traces *t)
 {
 	if (!t)
 		return;
-	while (t->head)
-		ctx_free(t, t->head);
+	while (oldest(t))
+		ctx_free(t, oldest(t));
 	while (t->chunks) {
 		struct ctx_chunk *k = t->chunks;
 		t->chunks = k->next;

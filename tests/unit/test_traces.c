@@ -1,6 +1,7 @@
 /* Trace contexts: the link index grows from a few pages to its bound and
  * stays correct through growth, eviction and expiry; a context evicted and
- * recycled for another request is never mistaken for the one it was. */
+ * recycled for another request is never mistaken for the one it was; a
+ * finished request's context is freed 100 ms after its end. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -128,9 +129,79 @@ static void test_recycled_contexts(void)
 	traces__free(t);
 }
 
+/* A finished request's context is kept 100 ms after its end (in event time),
+ * for a late event of its connection's other end and for children still
+ * running; then freed, without counting as an eviction. */
+static void test_finished_contexts_freed(void)
+{
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.sampler = SAMPLER_ALWAYS_ON;
+	struct traces *t = traces__new(&cfg, 9);
+	static struct request srv, cli, child, other;
+	struct traces_stats st;
+	const uint64_t ms = 1000000ull;
+	uint64_t ts = 10 * NS;
+
+	/* 20,000 requests at 20,000 per second, each finished: about 100 ms of
+	 * them are held, not the 32,768 of the cap. */
+	for (uint32_t n = 0; n < 20000; n++) {
+		start(t, &other, REQ_HTTP_SERVER, n, ts + n * 50000ull);
+		traces__finish(t, &other);
+	}
+	traces__stats(t, &st);
+	CHECK(st.contexts >= 1999 && st.contexts <= 2002);
+	CHECK_INT(st.contexts_evicted, 0);
+
+	/* The client end of a finished server, 50 ms late: still linked. */
+	ts += 2 * NS;
+	start(t, &srv, REQ_HTTP_SERVER, 1, ts);
+	traces__finish(t, &srv);
+	start(t, &cli, REQ_HTTP_CLIENT, 1, ts + 50 * ms);
+	traces__finish(t, &cli);
+	traces__stats(t, &st);
+	CHECK_INT(st.linked_remote, 1);
+	/* 150 ms late: the server's context is gone, the client starts a trace. */
+	start(t, &srv, REQ_HTTP_SERVER, 2, ts + 200 * ms);
+	traces__finish(t, &srv);
+	start(t, &cli, REQ_HTTP_CLIENT, 2, ts + 351 * ms);
+	traces__finish(t, &cli);
+	CHECK(!cli.has_parent);
+	traces__stats(t, &st);
+	CHECK_INT(st.linked_remote, 1);
+
+	/* A child still running when its parent's context is freed keeps the
+	 * parent's trace (its copy) and names the parent. */
+	ts += 1 * NS;
+	start(t, &srv, REQ_HTTP_SERVER, 3, ts);
+	request__init(&child, REQ_DB_CLIENT);
+	child.pid = srv.pid;
+	child.tid = srv.tid;
+	child.start_ns = ts + 1;
+	child.end_ns = ts + 500 * ms;
+	child.started = true;
+	traces__start(t, &child);
+	traces__finish(t, &srv);
+	for (uint32_t n = 0; n < 100; n++) { /* recycle the memory of srv's */
+		start(t, &other, REQ_HTTP_SERVER, 100 + n, ts + 200 * ms + n);
+		traces__finish(t, &other);
+	}
+	traces__finish(t, &child);
+	CHECK(child.has_parent);
+	CHECK(!memcmp(child.parent_span_id, srv.span_id, 8));
+	CHECK(!memcmp(child.trace_id, srv.trace_id, 16));
+
+	/* The timer's expiry frees finished contexts the same way. */
+	traces__expire(t, ts + 601 * ms); /* the child ended at 500 ms */
+	traces__stats(t, &st);
+	CHECK_INT(st.contexts, 0);
+	CHECK_INT(st.contexts_evicted, 0);
+	traces__free(t);
+}
+
 int main(void)
 {
 	test_growth_and_links();
 	test_recycled_contexts();
+	test_finished_contexts_freed();
 	return check_done("test_traces");
 }
