@@ -45,7 +45,7 @@ struct ctx {
 	 * connection (client), or as a server waiting for its client end. */
 	uint64_t link_key;
 	uint64_t last_ns;
-	struct ctx *prev, *next; /* in its list: least recently used first */
+	struct ctx *prev, *next; /* in its list (live or done), oldest first */
 };
 
 struct ctx_list {
@@ -92,7 +92,7 @@ struct traces {
 	 * server request waiting for its client end (c->server tells) */
 	struct index links;
 	struct u64map threads; /* tid -> ctx of the server request it serves */
-	struct ctx_list live;  /* started, not finished: least recently used first */
+	struct ctx_list live;  /* started, not finished: in the order they started */
 	struct ctx_list done;  /* finished: in the order they finished */
 	struct traces_stats stats;
 };
@@ -207,7 +207,7 @@ static struct ctx_list *list_of(struct traces *t, const struct ctx *c)
 }
 
 /* The context to evict first: the one that finished first, else the live
- * one used least recently. */
+ * one that started first. */
 static struct ctx *oldest(const struct traces *t)
 {
 	return t->done.head ? t->done.head : t->live.head;
