@@ -107,16 +107,21 @@ static inline bool ascii_ieq(const char *p, const char *lit, size_t n)
 	return true;
 }
 
-static bool ieq(struct http1_slice s, const char *lit)
+/* Whether slice s equals lit, a lowercase string literal, ignoring ASCII
+ * case; the literal's length is a constant, not a strlen at every header. */
+#define ieq(s, lit) ieq_n((s), "" lit, sizeof(lit) - 1)
+
+static inline bool ieq_n(struct http1_slice s, const char *lit, size_t n)
 {
-	size_t n = strlen(lit);
 	return s.len == n && ascii_ieq(s.p, lit, n);
 }
 
-/* Whether a comma-separated header value contains token (case-insensitive). */
-static bool list_has(struct http1_slice v, const char *token, bool last_only)
+/* Whether a comma-separated header value contains token (a lowercase string
+ * literal), case-insensitive. */
+#define list_has(v, token, last_only) list_has_n((v), "" token, sizeof(token) - 1, (last_only))
+
+static bool list_has_n(struct http1_slice v, const char *token, size_t n, bool last_only)
 {
-	size_t n = strlen(token);
 	bool found = false;
 	size_t i = 0;
 	while (i < v.len) {
