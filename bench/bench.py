@@ -632,6 +632,48 @@ def untraced_row(tmp, ngx, sink, pairs, rounds):
     return res
 
 
+def events_row(tmp, sink, rounds):
+    """In-kernel cost of one data event: a process rastro traces (matched by
+    exe_path) sends and receives 1 byte at a time over a loopback TCP
+    connection to itself, so every send and receive runs a program that
+    reports it. Per program run, with bpf_stats on, raw and net of the
+    floor; every event must reach rastro (events received == syscalls)."""
+    r = Rastro(tmp, rastro_config(f'    - exe_path: "{TOOLS}/syscalls"\n      name: syscalls\n'
+                                  "      namespace: bench\n"), sink=sink)
+    try:
+        r.wait_started()
+        # It connects, then waits for a byte on stdin: it runs once traced.
+        p = subprocess.Popen([str(TOOLS / "syscalls"), "--tcp", str(rounds)],
+                             env={**os.environ, "SYSCALLS_WAIT": "1"}, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            if not r.wait_instrumenting(p.pid):
+                raise RuntimeError(f"rastro did not trace the syscall loop: {r.stderr()}")
+            m0 = r.metrics()
+            with BpfStats():
+                before = r.bpf_progs()
+                out, _ = p.communicate("x", timeout=600)
+                after = r.bpf_progs()
+        finally:
+            stop_proc(p)
+        if p.returncode:
+            raise RuntimeError(f"syscalls exited with {p.returncode}")
+        syscalls = json.loads(out)["syscalls"]
+        wait_for(lambda: r.metrics().get("rastro_events_received_total", 0)
+                 - m0.get("rastro_events_received_total", 0) >= syscalls, 10)
+        m1 = r.metrics()
+    finally:
+        r.stop()
+    rt, cnt = kernel_ns(before, after)
+    received = int(m1.get("rastro_events_received_total", 0)
+                   - m0.get("rastro_events_received_total", 0))
+    lost = sum(v - m0.get(k, 0) for k, v in Rastro.losses(m1).items())
+    log(f"events: {syscalls} syscalls, {cnt} program runs, {rt} ns; {received} events received")
+    return {"row": "traced process: 1-byte send/recv on loopback TCP, one data event each",
+            "sent": syscalls, "records": received, "losses": lost,
+            "event_ns_per_run": rt / max(cnt, 1), "event_runs": cnt}
+
+
 class Postgres:
     def __init__(self, tmp):
         self.dir = Path(tmp) / "pg"
@@ -924,8 +966,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pairs", type=int, default=5, help="alternating without/with pairs")
     ap.add_argument("--quick", action="store_true", help="fewer requests and pairs (a smoke run)")
-    ap.add_argument("--only", default="", help="rows: 5k,20k,50k,sat,startup,untraced,pgbench,"
-                    "perl,conns (default: all)")
+    ap.add_argument("--only", default="", help="rows: 5k,20k,50k,sat,startup,untraced,events,"
+                    "pgbench,perl,conns (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     ap.add_argument("--json", help="write the raw results here")
     ap.add_argument("--hooks", choices=("auto", "socket", "syscall"), default="auto",
@@ -946,7 +988,8 @@ def main():
     meta["hooks"] = a.hooks
     loads = []
     rows = []
-    if any(want(x) for x in ("5k", "20k", "50k", "sat", "untraced", "pgbench", "perl")):
+    if any(want(x) for x in ("5k", "20k", "50k", "sat", "untraced", "events", "pgbench",
+                             "perl")):
         meta["bpf_stats_floor_ns"] = bpf_floor()
         log(f"bpf_stats floor: {meta['bpf_stats_floor_ns']} ns per run of a program that "
             "does nothing")
@@ -990,6 +1033,11 @@ def main():
                 f"{u[m]['ns_with']:.0f}), BPF {u[m]['bpf_ns_per_syscall']:.1f} ns/syscall "
                 f"({u[m]['bpf_runs']} runs)" for m in ("pipe", "tcp"))
             rows.append(u)
+        if want("events"):
+            e = events_row(tmp, sink, int(1000000 * scale))
+            e["notes"] = (f"{e['event_ns_per_run']:.0f} ns per program run with bpf_stats "
+                          f"({e['event_runs']} runs), one data event each")
+            rows.append(e)
         if want("pgbench") and PG_BIN:
             p = pgbench_row(tmp, sink, pairs, int(20000 * scale))
             p["notes"] = (f"client CPU µs/query; avg latency {p['lat_without']:.3f} → "
@@ -1019,6 +1067,9 @@ def main():
             net = (f"in-kernel {r['kernel_ns_net']:.0f} ns/req net of the bpf_stats floor "
                    f"({r['kernel_runs_per_req']:.1f} runs × {floor:.0f} ns)")
             r["notes"] = "; ".join(x for x in (r.get("notes"), net) if x)
+        if floor is not None and r.get("event_ns_per_run") is not None:
+            r["event_ns_net"] = max(r["event_ns_per_run"] - floor, 0)
+            r["notes"] += f"; {r['event_ns_net']:.0f} ns per event net of the bpf_stats floor"
     meta["end"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
     meta["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     print(f"rastro benchmark — {meta['uname']}")

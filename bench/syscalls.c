@@ -11,7 +11,9 @@
  * send and receive and must stop at the traced-process test; pipe I/O runs
  * no program (with the sys_exit fallback, every syscall runs one).
  * Prints one JSON line with the CPU time (CLOCK_PROCESS_CPUTIME_ID) per
- * syscall.
+ * syscall. With SYSCALLS_WAIT=1 in the environment it reads one byte from
+ * stdin before the loop (after connecting): the bench starts it, waits for
+ * rastro to trace it, then lets it run.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -64,6 +66,10 @@ int main(int argc, char **argv)
 		p[0] = p[1];
 		p[1] = t;
 	}
+	const char *wait = getenv("SYSCALLS_WAIT");
+	char go;
+	if (wait && !strcmp(wait, "1") && read(0, &go, 1) != 1)
+		return 1;
 	uint64_t t0 = cpu_ns();
 	for (long i = 0; i < rounds; i++) {
 		if (write(p[0], buf, bytes) != (ssize_t)bytes)
