@@ -441,8 +441,21 @@ void traces__start(struct traces *t, struct request *r)
 		if (key)
 			__builtin_prefetch(&t->links.s[slot_of(&t->links, key)]);
 	}
-	while (t->done.head && t->done.head->last_ns + DONE_GRACE_NS < now)
-		ctx_free(t, t->done.head);
+	if (t->done.head && t->done.head->last_ns + DONE_GRACE_NS < now) {
+		do
+			ctx_free(t, t->done.head);
+		while (t->done.head && t->done.head->last_ns + DONE_GRACE_NS < now);
+		/* About one is freed per request, 100 ms after its use: fetch the
+		 * next one's link slot and list neighbour now (its own line was
+		 * fetched as this one's neighbour). */
+		struct ctx *next = t->done.head;
+		if (next) {
+			if (next->link_key)
+				__builtin_prefetch(&t->links.s[slot_of(&t->links, next->link_key)], 1);
+			if (next->next)
+				__builtin_prefetch(next->next, 1);
+		}
+	}
 	struct ctx *c = ctx_new(t, r, now);
 	if (!c)
 		return; /* finish() gives it a root of its own */
