@@ -140,6 +140,21 @@ static void poll_tick(void *ctx)
 	loop__after(app->loop, app->cfg.poll_ms, poll_tick, app);
 }
 
+/* Memory freed after a peak (an export backlog, a burst of connections)
+ * stays in rastro's heap when blocks allocated meanwhile sit above it, as the
+ * heap only shrinks from its top: every 10 s, when at least 1 MiB of the heap
+ * is free, its free pages are given back. */
+#define MEMORY_TICK_MS 10000
+
+static void memory_tick(void *ctx)
+{
+	struct app *app = ctx;
+	struct mallinfo2 mi = mallinfo2();
+	if (mi.fordblks >= 1u << 20)
+		malloc_trim(0);
+	loop__after(app->loop, MEMORY_TICK_MS, memory_tick, app);
+}
+
 static void discovery_tick(void *ctx)
 {
 	struct app *app = ctx;
@@ -214,6 +229,7 @@ static int start(struct app *app)
 	loop__set_idle(app->loop, drain, app);
 	loop__after(app->loop, app->cfg.poll_ms, poll_tick, app);
 	loop__after(app->loop, app->cfg.discovery_poll_ms, discovery_tick, app);
+	loop__after(app->loop, MEMORY_TICK_MS, memory_tick, app);
 	/* Loading the BPF object parsed the kernel's BTF (several MB, freed
 	 * since): give those pages back rather than keep them for the life of
 	 * the agent. */

@@ -417,10 +417,14 @@ struct otlp_traces {
 	uint32_t batch_size, queue_size;
 
 	/* Ring of batches: the oldest (head) goes out first, spans are added
-	 * to the newest; only the newest may be partly filled. Batches are
-	 * kept once allocated, so steady state allocates nothing. */
+	 * to the newest; only the newest may be partly filled. A sent batch is
+	 * kept for reuse, so steady state allocates nothing, but at most
+	 * SPARE_BATCHES of them: a backlog (the backend slow for a while)
+	 * allocates one batch per max_export_batch_size spans queued, and that
+	 * memory goes back once the backlog is sent. */
 	struct span_batch **ring;
 	uint32_t nring, head, count;
+	uint32_t allocated; /* ring slots holding a batch */
 
 	int64_t timer;
 	bool due;      /* the oldest span waited schedule_delay: send partial batches */
@@ -431,6 +435,8 @@ struct otlp_traces {
 
 	struct otlp_traces_stats stats;
 };
+
+#define SPARE_BATCHES 2
 
 static void export_ready(struct otlp_traces *t)
 {
@@ -452,6 +458,11 @@ static void export_ready(struct otlp_traces *t)
 		}
 		span_batch__clear(b);
 		t->stats.queued -= n;
+		if (t->allocated - t->count >= SPARE_BATCHES) { /* that many idle besides b */
+			span_batch__free(b);
+			t->ring[t->head] = NULL;
+			t->allocated--;
+		}
 		t->head = (t->head + 1) % t->nring;
 		t->count--;
 	}
@@ -537,9 +548,12 @@ void otlp_traces__add(struct otlp_traces *t, const struct request *r)
 		slot = (t->head + t->count - 1) % t->nring;
 	} else {
 		slot = (t->head + t->count) % t->nring;
-		if (!t->ring[slot] && !(t->ring[slot] = span_batch__new())) {
-			t->stats.dropped_queue++;
-			return;
+		if (!t->ring[slot]) {
+			if (!(t->ring[slot] = span_batch__new())) {
+				t->stats.dropped_queue++;
+				return;
+			}
+			t->allocated++;
 		}
 		t->count++;
 	}
