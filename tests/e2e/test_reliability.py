@@ -315,9 +315,9 @@ def test_otlp_metrics_backend_faults(rastro, perl_app, otlp_receiver, fault):
         # every request is printed right away, whatever the exporter does
         r.wait_records(sent, timeout=2)
         rss_max = max(rss_max, rss_kib(r.proc.pid))
-    # Trace contexts (kept 60 s) and their fixed-size index tables are
-    # touched page by page while requests flow: part of the growth that the
-    # longer window sees, bounded by their caps (docs/security.md).
+    # Besides the capped retry queue, heap is touched page by page while
+    # requests flow (parser state, span batches, trace contexts, all capped:
+    # docs/security.md): part of the growth that the longer window sees.
     assert rss_max - rss0 < (4096 if fault == "down" else 2048) * RSS_SLACK, (rss0, rss_max)
     s = self_metrics(prom)
     assert metric(s, "rastro_requests_total") == sent
