@@ -94,6 +94,7 @@ struct traces {
 	struct u64map threads; /* tid -> ctx of the server request it serves */
 	struct ctx_list live;  /* started, not finished: in the order they started */
 	struct ctx_list done;  /* finished: in the order they finished */
+	uint64_t event_ns;     /* the newest event time seen (a request's start or end) */
 	struct traces_stats stats;
 };
 
@@ -441,6 +442,8 @@ void traces__start(struct traces *t, struct request *r)
 		if (key)
 			__builtin_prefetch(&t->links.s[slot_of(&t->links, key)]);
 	}
+	if (now > t->event_ns)
+		t->event_ns = now;
 	if (t->done.head && t->done.head->last_ns + DONE_GRACE_NS < now) {
 		do
 			ctx_free(t, t->done.head);
@@ -565,6 +568,8 @@ void traces__finish(struct traces *t, struct request *r)
 	}
 	if (r->end_ns > c->last_ns)
 		c->last_ns = r->end_ns;
+	if (c->last_ns > t->event_ns)
+		t->event_ns = c->last_ns;
 	if (!c->done) {
 		list_unlink(&t->live, c);
 		c->done = true;
@@ -589,7 +594,11 @@ void traces__expire(struct traces *t, uint64_t now_ns)
 {
 	while (t->live.head && t->live.head->last_ns + LINK_WINDOW_NS < now_ns)
 		ctx_free(t, t->live.head);
-	while (t->done.head && t->done.head->last_ns + DONE_GRACE_NS < now_ns)
+	/* Finished ones by event time, as traces__start does (a backlog of
+	 * events not yet read must not shorten their grace), or after the link
+	 * window like the others when no event came since. */
+	while (t->done.head && (t->done.head->last_ns + DONE_GRACE_NS < t->event_ns ||
+				t->done.head->last_ns + LINK_WINDOW_NS < now_ns))
 		ctx_free(t, t->done.head);
 }
 

@@ -36,10 +36,10 @@ void traces__free(struct traces *t);
 void traces__start(struct traces *t, struct request *r);
 /* Sets trace_id, parent_span_id, has_parent, trace_flags, sampled. */
 void traces__finish(struct traces *t, struct request *r);
-/* Forgets contexts of unfinished requests idle for longer than the link
- * window (60 s), and those of finished requests 100 ms after their end
- * (traces__start does the latter too, in the event time of the requests it
- * starts). */
+/* Forgets contexts idle for longer than the link window (60 s, against
+ * now_ns), and those of finished requests 100 ms after their end in event
+ * time (against the newest request start or end seen; traces__start does
+ * the same). */
 void traces__expire(struct traces *t, uint64_t now_ns);
 void traces__stats(const struct traces *t, struct traces_stats *out);
 

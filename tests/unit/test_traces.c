@@ -190,8 +190,21 @@ static void test_finished_contexts_freed(void)
 	CHECK(!memcmp(child.parent_span_id, srv.span_id, 8));
 	CHECK(!memcmp(child.trace_id, srv.trace_id, 16));
 
-	/* The timer's expiry frees finished contexts the same way. */
-	traces__expire(t, ts + 601 * ms); /* the child ended at 500 ms */
+	/* The timer's expiry frees finished contexts the same way, in event
+	 * time: the child, the last to end (at 500 ms), is kept when the timer
+	 * runs 10 s later (within the link window); the others, which ended
+	 * over 100 ms before it, are freed. */
+	traces__expire(t, ts + 10 * NS);
+	traces__stats(t, &st);
+	CHECK_INT(st.contexts, 1);
+	/* A later request's end moves event time on: the child goes too. */
+	start(t, &other, REQ_HTTP_SERVER, 999, ts + 700 * ms);
+	traces__finish(t, &other);
+	traces__expire(t, ts + 10 * NS);
+	traces__stats(t, &st);
+	CHECK_INT(st.contexts, 1); /* only the newest */
+	/* With no event since, the link window (60 s) frees it too. */
+	traces__expire(t, ts + 700 * ms + 61 * NS);
 	traces__stats(t, &st);
 	CHECK_INT(st.contexts, 0);
 	CHECK_INT(st.contexts_evicted, 0);
