@@ -659,18 +659,20 @@ def events_row(tmp, sink, rounds):
         if p.returncode:
             raise RuntimeError(f"syscalls exited with {p.returncode}")
         syscalls = json.loads(out)["syscalls"]
-        wait_for(lambda: r.metrics().get("rastro_events_received_total", 0)
-                 - m0.get("rastro_events_received_total", 0) >= syscalls, 10)
+
+        def received(m):
+            return int(m.get("rastro_events_received_total", 0)
+                       - m0.get("rastro_events_received_total", 0))
+        wait_for(lambda: received(r.metrics()) >= syscalls, 10)
         m1 = r.metrics()
     finally:
         r.stop()
     rt, cnt = kernel_ns(before, after)
-    received = int(m1.get("rastro_events_received_total", 0)
-                   - m0.get("rastro_events_received_total", 0))
+    n_received = received(m1)
     lost = sum(v - m0.get(k, 0) for k, v in Rastro.losses(m1).items())
-    log(f"events: {syscalls} syscalls, {cnt} program runs, {rt} ns; {received} events received")
+    log(f"events: {syscalls} syscalls, {cnt} program runs, {rt} ns; {n_received} events received")
     return {"row": "traced process: 1-byte send/recv on loopback TCP, one data event each",
-            "sent": syscalls, "records": received, "losses": lost,
+            "sent": syscalls, "records": n_received, "losses": lost,
             "event_ns_per_run": rt / max(cnt, 1), "event_runs": cnt}
 
 

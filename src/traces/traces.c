@@ -378,6 +378,37 @@ static struct ctx *root_of(struct traces *t, struct ctx *c)
 	return c;
 }
 
+/* Fetches the next victim's link slot and list neighbour (its own line was
+ * fetched as the neighbour of the one before): an evicted or freed context's
+ * line, slot and neighbour have long left the cache, and the next eviction
+ * would wait on them. */
+static void prefetch_victim(struct traces *t, const struct ctx *next)
+{
+	if (!next)
+		return;
+	if (next->link_key)
+		__builtin_prefetch(&t->links.s[slot_of(&t->links, next->link_key)], 1);
+	if (next->next)
+		__builtin_prefetch(next->next, 1);
+}
+
+static bool done_expired(const struct ctx *c, uint64_t event_ns)
+{
+	return c->last_ns + DONE_GRACE_NS < event_ns;
+}
+
+/* Frees the finished contexts whose grace ended by event_ns; about one per
+ * request at a steady rate. */
+static void free_done(struct traces *t, uint64_t event_ns)
+{
+	if (!t->done.head || !done_expired(t->done.head, event_ns))
+		return;
+	do
+		ctx_free(t, t->done.head);
+	while (t->done.head && done_expired(t->done.head, event_ns));
+	prefetch_victim(t, t->done.head);
+}
+
 static struct ctx *ctx_new(struct traces *t, struct request *r, uint64_t now)
 {
 	if (t->count >= MAX_CONTEXTS) {
@@ -385,17 +416,7 @@ static struct ctx *ctx_new(struct traces *t, struct request *r, uint64_t now)
 			ctx_free(t, oldest(t));
 			t->stats.contexts_evicted++;
 		}
-		/* At the cap every new context evicts the oldest, whose line, link
-		 * slot and list neighbour have long left the cache: fetch the next
-		 * victim's slot and neighbour now (its own line was fetched by the
-		 * previous eviction), so the next eviction does not wait on them. */
-		struct ctx *next = oldest(t);
-		if (next) {
-			if (next->link_key)
-				__builtin_prefetch(&t->links.s[slot_of(&t->links, next->link_key)], 1);
-			if (next->next)
-				__builtin_prefetch(next->next, 1);
-		}
+		prefetch_victim(t, oldest(t)); /* every new context at the cap evicts one */
 	}
 	struct ctx *c = ctx_alloc(t);
 	if (!c)
@@ -444,21 +465,7 @@ void traces__start(struct traces *t, struct request *r)
 	}
 	if (now > t->event_ns)
 		t->event_ns = now;
-	if (t->done.head && t->done.head->last_ns + DONE_GRACE_NS < now) {
-		do
-			ctx_free(t, t->done.head);
-		while (t->done.head && t->done.head->last_ns + DONE_GRACE_NS < now);
-		/* About one is freed per request, 100 ms after its use: fetch the
-		 * next one's link slot and list neighbour now (its own line was
-		 * fetched as this one's neighbour). */
-		struct ctx *next = t->done.head;
-		if (next) {
-			if (next->link_key)
-				__builtin_prefetch(&t->links.s[slot_of(&t->links, next->link_key)], 1);
-			if (next->next)
-				__builtin_prefetch(next->next, 1);
-		}
-	}
+	free_done(t, now);
 	struct ctx *c = ctx_new(t, r, now);
 	if (!c)
 		return; /* finish() gives it a root of its own */
@@ -597,7 +604,7 @@ void traces__expire(struct traces *t, uint64_t now_ns)
 	/* Finished ones by event time, as traces__start does (a backlog of
 	 * events not yet read must not shorten their grace), or after the link
 	 * window like the others when no event came since. */
-	while (t->done.head && (t->done.head->last_ns + DONE_GRACE_NS < t->event_ns ||
+	while (t->done.head && (done_expired(t->done.head, t->event_ns) ||
 				t->done.head->last_ns + LINK_WINDOW_NS < now_ns))
 		ctx_free(t, t->done.head);
 }
