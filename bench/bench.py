@@ -974,8 +974,17 @@ def main():
     ap.add_argument("--json", help="write the raw results here")
     ap.add_argument("--hooks", choices=("auto", "socket", "syscall"), default="auto",
                     help="rastro's ebpf.hooks (syscall: the sys_exit fallback of older kernels)")
+    ap.add_argument("--env", action="append", default=[], metavar="RASTRO_X=VALUE",
+                    help="a setting for every rastro the bench starts, by its environment "
+                    "variable (docs/configuration.md), e.g. RASTRO_RING_BUFFER_SIZE=1MiB; "
+                    "repeatable")
     a = ap.parse_args()
     RASTRO_ENV["RASTRO_EBPF_HOOKS"] = a.hooks
+    for kv in a.env:
+        k, eq, v = kv.partition("=")
+        if not eq or not k.startswith("RASTRO_"):
+            ap.error(f"--env {kv!r}: expected RASTRO_NAME=VALUE")
+        RASTRO_ENV[k] = v
     if os.geteuid() != 0:
         print("bench: needs root (BPF); nothing measured", file=sys.stderr)
         return 0
@@ -988,6 +997,7 @@ def main():
     meta = machine()
     meta["start"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
     meta["hooks"] = a.hooks
+    meta["env"] = a.env
     loads = []
     rows = []
     if any(want(x) for x in ("5k", "20k", "50k", "sat", "untraced", "events", "pgbench",
@@ -1077,7 +1087,7 @@ def main():
     print(f"rastro benchmark — {meta['uname']}")
     print(f"CPU: {meta['cpu']} ({meta['cpus']} CPUs); load at start {meta['loadavg']}, at end "
           f"{meta['loadavg_end']}; nginx {a.workers} worker; {pairs} alternating pairs, medians; "
-          f"ebpf.hooks: {a.hooks}")
+          f"ebpf.hooks: {a.hooks}" + "".join(f"; {kv}" for kv in a.env))
     if meta.get("bpf_stats_floor_ns") is not None:
         print(f"bpf_stats floor (a program that does nothing, same hooks): "
               f"{meta['bpf_stats_floor_ns']:.0f} ns per run")
