@@ -5,9 +5,12 @@
  * finished before the next starts. Between two requests the loop reads
  * `stream` bytes of an 8 MiB buffer, as rastro reads the ring buffer between
  * two records, so the contexts' memory competes for the cache as it does in
- * rastro.
+ * rastro. With `jitter` on (the default), the requests arrive at random
+ * (uniform gaps of 0 to 100 µs, 50 on average) and last 10 to 50 µs, so
+ * each request's start frees 0, 1 or more finished contexts, as in rastro
+ * under real load; 0 gives the old regular pattern (exactly one each).
  *
- *   make bench-bins && build/bench/trace_contexts [stream bytes] [requests]
+ *   make bench-bins && build/bench/trace_contexts [stream bytes] [requests] [jitter 0|1]
  *
  * Prints one JSON line; times are wall-clock around the two calls only
  * (CLOCK_MONOTONIC), so the figure moves with the host's load: compare two
@@ -36,11 +39,13 @@ int main(int argc, char **argv)
 	const size_t ring = 8u << 20;
 	size_t stream = argc > 1 ? strtoul(argv[1], NULL, 10) : 1500;
 	long n = argc > 2 ? strtol(argv[2], NULL, 10) : 400000;
+	int jitter = argc > 3 ? atoi(argv[3]) : 1;
+	uint64_t rnd = 0x9E3779B97F4A7C15ull;
 	unsigned char *buf = malloc(ring);
 	cfg.sampler = SAMPLER_ALWAYS_ON;
 	struct traces *t = traces__new(&cfg, 42);
 	if (!buf || !t || n <= 0) {
-		fprintf(stderr, "usage: trace_contexts [stream bytes] [requests]\n");
+		fprintf(stderr, "usage: trace_contexts [stream bytes] [requests] [jitter 0|1]\n");
 		return 2;
 	}
 	memset(buf, 1, ring);
@@ -66,20 +71,21 @@ int main(int argc, char **argv)
 		seq[c] += 90;
 		r.request_seq = seq[c];
 		r.request_seq_valid = true;
+		rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17; /* xorshift64 */
 		r.start_ns = ev;
-		r.end_ns = ev + 30000;
+		r.end_ns = ev + (jitter ? 10000 + rnd % 40000 : 30000);
 		r.started = true;
 		uint64_t a = now_ns();
 		traces__start(t, &r);
 		traces__finish(t, &r);
 		spent += now_ns() - a;
-		ev += 50000;
+		ev += jitter ? (rnd >> 32) % 100001 : 50000;
 	}
 	struct traces_stats st;
 	traces__stats(t, &st);
-	printf("{\"requests\":%ld,\"stream_bytes\":%zu,\"ns_per_request\":%.1f,"
+	printf("{\"requests\":%ld,\"stream_bytes\":%zu,\"jitter\":%d,\"ns_per_request\":%.1f,"
 	       "\"contexts_held\":%llu,\"checksum\":%u}\n",
-	       n, stream, (double)spent / (double)n, (unsigned long long)st.contexts, sum & 1);
+	       n, stream, jitter, (double)spent / (double)n, (unsigned long long)st.contexts, sum & 1);
 	traces__free(t);
 	free(buf);
 	return 0;
