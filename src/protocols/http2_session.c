@@ -441,9 +441,19 @@ static void on_request_block(struct http2_session *s, struct h2_dir *d, const st
 static void on_response_block(struct http2_session *s, struct h2_dir *d, const struct h2_fields *f,
 			      bool cut, uint64_t ts)
 {
-	struct h2_stream *st = u64map__get(&s->streams, d->block_stream);
-	if (!st)
-		return; /* a stream that began before we looked, or a pushed one */
+	uint32_t id = d->block_stream;
+	struct h2_stream *st = u64map__get(&s->streams, id);
+	if (!st) {
+		/* A stream that began before we looked, or a pushed one; or a
+		 * request whose HEADERS were among bytes lost or not copied (a
+		 * client stream newer than any seen, while streams were followed):
+		 * a request lost, counted once. */
+		if (id % 2 == 1 && id > s->max_stream && (s->from_start || s->max_stream)) {
+			s->max_stream = id;
+			conn__count(s->conn, CONN_LOST_EVENTS, 1);
+		}
+		return;
+	}
 	int resp_dir = !s->requests_dir;
 	struct request *r = &st->rec;
 	bool unsure = f->unknown || cut;

@@ -759,6 +759,52 @@ static void test_uncaptured(void)
 	conntrack__free(ct);
 }
 
+/* A request's HEADERS beyond the bytes copied of a write: its response is
+ * the only trace of it, and it is counted as lost once (not for its
+ * trailers too); a stream that began before rastro looked is not. */
+static void test_request_headers_uncaptured(void)
+{
+	struct buf c = {.n = 0}, s = {.n = 0}, r = {.n = 0};
+	preface(&c);
+	headers(&c, 1, 0, false, "#3|#6|+4=/upload");
+	data(&c, 1, HTTP2_F_END_STREAM, 5000);
+	headers(&c, 3, HTTP2_F_END_STREAM, false, "#2|#6|+4=/unseen");
+	settings(&s);
+	headers(&r, 1, HTTP2_F_END_STREAM, false, "#8");
+	headers(&r, 3, 0, false, "#8");
+	data(&r, 3, 0, 10);
+	headers(&r, 3, HTTP2_F_END_STREAM, false, "+grpc-status=0"); /* trailers */
+	struct conntrack *ct = new_ct();
+	uint32_t seq[2] = {1, 1};
+	event(ct, 13, IN, 10, seq, c.d, 4096, (uint32_t)c.n); /* one write, 4096 copied */
+	event(ct, 13, OUT, 20, seq, s.d, (uint32_t)s.n, (uint32_t)s.n);
+	event(ct, 13, OUT, 30, seq, r.d, (uint32_t)r.n, (uint32_t)r.n);
+	CHECK_INT(nrecs, 1);
+	if (nrecs == 1)
+		CHECK_STR(recs[0].path, "/upload");
+	close_conn(ct, 13, 40);
+	struct conntrack_stats st;
+	conntrack__stats(ct, &st);
+	CHECK_INT(st.counters[CONN_LOST_EVENTS], 1);
+	conntrack__free(ct);
+
+	/* Seen from the middle: stream 1 began before; 3 is followed. */
+	struct buf c3 = {.n = 0}, r1 = {.n = 0}, r3 = {.n = 0};
+	headers(&c3, 3, HTTP2_F_END_STREAM, false, "#2|#6|+4=/seen");
+	headers(&r1, 1, HTTP2_F_END_STREAM, false, "+8=200");
+	headers(&r3, 3, HTTP2_F_END_STREAM, false, "+8=200");
+	ct = new_ct();
+	seq[0] = seq[1] = 1;
+	event(ct, 14, IN, 10, seq, c3.d, (uint32_t)c3.n, (uint32_t)c3.n);
+	event(ct, 14, OUT, 20, seq, r1.d, (uint32_t)r1.n, (uint32_t)r1.n);
+	event(ct, 14, OUT, 30, seq, r3.d, (uint32_t)r3.n, (uint32_t)r3.n);
+	CHECK_INT(nrecs, 1);
+	close_conn(ct, 14, 40);
+	conntrack__stats(ct, &st);
+	CHECK_INT(st.counters[CONN_LOST_EVENTS], 0);
+	conntrack__free(ct);
+}
+
 /* Lost events: a response write never arrived. The streams it may have ended
  * are dropped and counted at close, not reported with a made-up end. */
 static void test_lost_events(void)
@@ -979,6 +1025,7 @@ int main(void)
 	test_h2c_upgrade();
 	test_preface_in_pieces();
 	test_uncaptured();
+	test_request_headers_uncaptured();
 	test_lost_events();
 	test_stream_limit();
 	test_server_speaks_first();
