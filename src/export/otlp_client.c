@@ -17,6 +17,7 @@
 #include "export/otlp_client.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -660,6 +661,28 @@ static struct otlp_req *gzip_request(const uint8_t *body, size_t len)
 	return r;
 }
 
+uint8_t *otlp_client__body_new(size_t len)
+{
+	struct otlp_req *r = malloc(sizeof(*r) + len);
+	if (!r)
+		return NULL;
+	r->len = len;
+	return r->body;
+}
+
+static struct otlp_req *req_of(uint8_t *body)
+{
+	return (struct otlp_req *)(body - offsetof(struct otlp_req, body));
+}
+
+void otlp_client__body_free(uint8_t *body)
+{
+	if (body)
+		free(req_of(body));
+}
+
+static void enqueue(struct otlp_client *c, struct otlp_req *r, size_t len, uint64_t items);
+
 void otlp_client__send(struct otlp_client *c, const uint8_t *body, size_t len, uint64_t items)
 {
 	struct otlp_req *r;
@@ -672,6 +695,25 @@ void otlp_client__send(struct otlp_client *c, const uint8_t *body, size_t len, u
 			r->len = len;
 		}
 	}
+	enqueue(c, r, len, items);
+}
+
+void otlp_client__send_body(struct otlp_client *c, uint8_t *body, size_t len, uint64_t items)
+{
+	struct otlp_req *r = req_of(body);
+	if (c->cfg->gzip) {
+		struct otlp_req *z = gzip_request(body, len);
+		free(r);
+		r = z;
+	} else {
+		r->len = len;
+	}
+	enqueue(c, r, len, items);
+}
+
+/* Queues r (NULL: out of memory, counted), of len bytes before any gzip. */
+static void enqueue(struct otlp_client *c, struct otlp_req *r, size_t len, uint64_t items)
+{
 	if (!r || r->len > c->max_queue_bytes) {
 		if (first_time(c, r ? "too big" : "out of memory"))
 			log_warn("%s export: a request of %zu bytes (%llu %s) was dropped: %s",

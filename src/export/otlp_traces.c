@@ -361,17 +361,22 @@ static bool resource_sizes(const struct span_batch *b, uint32_t s,
 	return true;
 }
 
-size_t span_batch__encode(const struct span_batch *b, const struct rastro_config *cfg,
-			  uint8_t **out, size_t *cap)
+size_t span_batch__encoded_len(const struct span_batch *b, const struct rastro_config *cfg)
 {
 	struct attr attrs[RESOURCE_MAX_ATTRS];
 	struct resource_sizes z;
 	size_t total = 0;
-
-	/* First pass: sizes, as every message is prefixed by its length. */
+	/* Sizes first, as every message is prefixed by its length. */
 	for (uint32_t s = 0; s < b->nservices; s++)
 		if (resource_sizes(b, s, cfg, attrs, &z))
 			total += len_field(z.total);
+	return total;
+}
+
+size_t span_batch__encode(const struct span_batch *b, const struct rastro_config *cfg,
+			  uint8_t **out, size_t *cap)
+{
+	size_t total = span_batch__encoded_len(b, cfg);
 	if (total > *cap) {
 		uint8_t *np = realloc(*out, total);
 		if (!np)
@@ -379,12 +384,19 @@ size_t span_batch__encode(const struct span_batch *b, const struct rastro_config
 		*out = np;
 		*cap = total;
 	}
+	return span_batch__write(b, cfg, *out);
+}
 
+size_t span_batch__write(const struct span_batch *b, const struct rastro_config *cfg,
+			 uint8_t *out)
+{
+	struct attr attrs[RESOURCE_MAX_ATTRS];
+	struct resource_sizes z;
 	/* ExportTraceServiceRequest{resource_spans = 1: ResourceSpans{
 	 *   resource = 1: Resource{attributes = 1},
 	 *   scope_spans = 2: ScopeSpans{scope = 1, spans = 2}}}
 	 * Spans are grouped by service, in order of first appearance. */
-	uint8_t *p = *out;
+	uint8_t *p = out;
 	for (uint32_t s = 0; s < b->nservices; s++) {
 		if (!resource_sizes(b, s, cfg, attrs, &z))
 			continue;
@@ -404,7 +416,7 @@ size_t span_batch__encode(const struct span_batch *b, const struct rastro_config
 			if (b->spans[i].service == s)
 				p = put_bytes(p, 2, b->buf + b->spans[i].off, b->spans[i].len);
 	}
-	return (size_t)(p - *out);
+	return (size_t)(p - out);
 }
 
 /* ---- the queue */
@@ -430,8 +442,6 @@ struct otlp_traces {
 	bool due;      /* the oldest span waited schedule_delay: send partial batches */
 	bool flushing; /* shutdown: send everything now */
 
-	uint8_t *out; /* encoded request, reused */
-	size_t out_cap;
 
 	struct otlp_traces_stats stats;
 };
@@ -449,9 +459,13 @@ static void export_ready(struct otlp_traces *t)
 		 * here, as spans, within max_queue_size. */
 		if (otlp_client__waiting(t->client) && !t->flushing)
 			break;
-		size_t len = span_batch__encode(b, t->cfg, &t->out, &t->out_cap);
-		if (len) {
-			otlp_client__send(t->client, t->out, len, n);
+		/* Written in place in the client's request: a batch is copied
+		 * once (its spans into the request), not twice. */
+		size_t len = span_batch__encoded_len(b, t->cfg);
+		uint8_t *body = len ? otlp_client__body_new(len) : NULL;
+		if (body) {
+			otlp_client__send_body(t->client, body,
+					       span_batch__write(b, t->cfg, body), n);
 			t->stats.exported += n;
 		} else {
 			t->stats.dropped_queue += n; /* out of memory */
@@ -532,7 +546,6 @@ void otlp_traces__free(struct otlp_traces *t)
 	for (uint32_t i = 0; i < t->nring; i++)
 		span_batch__free(t->ring[i]);
 	free(t->ring);
-	free(t->out);
 	free(t);
 }
 

@@ -54,6 +54,11 @@ uint32_t span_batch__count(const struct span_batch *b);
  * kept by the caller for reuse); returns its length, 0 when out of memory. */
 size_t span_batch__encode(const struct span_batch *b, const struct rastro_config *cfg,
 			  uint8_t **out, size_t *cap);
+/* The same in two steps, into a buffer of the caller's: its length (0 when
+ * there is nothing to send), then the bytes, exactly that many (returned). */
+size_t span_batch__encoded_len(const struct span_batch *b, const struct rastro_config *cfg);
+size_t span_batch__write(const struct span_batch *b, const struct rastro_config *cfg,
+			 uint8_t *out);
 /* Empties b (dropping its service references), keeping its memory. */
 void span_batch__clear(struct span_batch *b);
 
