@@ -17,9 +17,9 @@
 #include "export/otlp_client.h"
 
 #include <ctype.h>
-#include <stddef.h>
 #include <errno.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -673,12 +673,6 @@ uint8_t *otlp_client__body_new(size_t len)
 static struct otlp_req *req_of(uint8_t *body)
 {
 	return (struct otlp_req *)(body - offsetof(struct otlp_req, body));
-}
-
-void otlp_client__body_free(uint8_t *body)
-{
-	if (body)
-		free(req_of(body));
 }
 
 static void enqueue(struct otlp_client *c, struct otlp_req *r, size_t len, uint64_t items);

@@ -51,11 +51,9 @@ void otlp_client__free(struct otlp_client *c);
 void otlp_client__send(struct otlp_client *c, const uint8_t *body, size_t len, uint64_t items);
 /* The same without the copy: the body is written in place, in a buffer of
  * len bytes from otlp_client__body_new (NULL when out of memory), which
- * otlp_client__send_body takes over (len may be less than asked for);
- * otlp_client__body_free gives back one that is not sent. */
+ * otlp_client__send_body takes over (len may be less than asked for). */
 uint8_t *otlp_client__body_new(size_t len);
 void otlp_client__send_body(struct otlp_client *c, uint8_t *body, size_t len, uint64_t items);
-void otlp_client__body_free(uint8_t *body);
 
 /* Called after each request finished (sent, or dropped): a producer that holds
  * data back while the client is busy (see otlp_client__waiting) sends now. */

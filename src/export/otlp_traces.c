@@ -442,7 +442,6 @@ struct otlp_traces {
 	bool due;      /* the oldest span waited schedule_delay: send partial batches */
 	bool flushing; /* shutdown: send everything now */
 
-
 	struct otlp_traces_stats stats;
 };
 
