@@ -155,20 +155,11 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
-/* Whether process tgid is traced: its bit, set while it has an entry in the
- * traced map. The data path asks only this (the agent knows each traced
- * process's service, in event order); the fork and exit hooks read the
- * entry itself (traced_entry). */
-static __always_inline bool is_traced(__u32 tgid)
-{
-	return traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)] & (1ull << (tgid & 63));
-}
-
 /* The traced-map entry of process tgid, or NULL; the bitmap answers first
  * for the processes that are not traced. */
 static __always_inline struct rastro_traced *traced_entry(__u32 tgid)
 {
-	if (!is_traced(tgid))
+	if (!(traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)] & (1ull << (tgid & 63))))
 		return NULL;
 	return bpf_map_lookup_elem(&traced, &tgid);
 }
@@ -377,8 +368,8 @@ static __always_inline bool decode_io(struct pt_regs *regs, long nr, struct io_a
 
 /* Reports `moved` bytes that a traced process moved on TCP socket sk. role:
  * what a connection first seen here is known to be. */
-static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, struct io_args *a,
-				     __u8 role)
+static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid,
+				     struct rastro_traced *t, struct io_args *a, __u8 role)
 {
 	__u8 direction = a->direction, flags = 0;
 	__u32 zero = 0;
@@ -436,6 +427,7 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 	s->ev.hdr.tgid = tgid;
 	s->ev.hdr.ts_ns = bpf_ktime_get_ns();
 	s->ev.tid = (__u32)bpf_get_current_pid_tgid();
+	s->ev.service_id = t->service_id;
 	s->ev.bytes = moved;
 	s->ev.captured = captured;
 	s->ev.seq = seq_after - moved;
@@ -515,7 +507,8 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 	}
 
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!is_traced(tgid))
+	struct rastro_traced *t = traced_entry(tgid);
+	if (!t)
 		return 0;
 
 	if (nr == NR_accept || nr == NR_accept4) {
@@ -536,7 +529,7 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 	struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
 	if (!sk)
 		return 0;
-	return emit_data(sk, ret, tgid, &a, RASTRO_ROLE_UNKNOWN);
+	return emit_data(sk, ret, tgid, t, &a, RASTRO_ROLE_UNKNOWN);
 }
 
 /*
@@ -553,7 +546,8 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!is_traced(tgid))
+	struct rastro_traced *t = traced_entry(tgid);
+	if (!t)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
 	if ((family != AF_INET && family != AF_INET6) || sk->sk_type != SOCK_STREAM ||
@@ -572,7 +566,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 	/* No accept() is seen here: connect() marks the client side
 	 * (rastro_sock_state); an accepted connection is left to the parsers,
 	 * as one that predates rastro. */
-	return emit_data(sk, ret, tgid, &a, RASTRO_ROLE_UNKNOWN);
+	return emit_data(sk, ret, tgid, t, &a, RASTRO_ROLE_UNKNOWN);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -605,7 +599,7 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 		}
 		/* The local port is not bound yet: the first data event reads the
 		 * tuple again. */
-		if (is_traced(tgid))
+		if (traced_entry(tgid))
 			conn_get((struct sock *)sk, tgid, RASTRO_ROLE_CLIENT, true);
 		return 0;
 	}

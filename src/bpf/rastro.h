@@ -93,7 +93,7 @@ struct rastro_event_hdr {
 struct rastro_data_event {
 	struct rastro_event_hdr hdr;
 	__u32 tid;
-	__u32 _pad1;       /* the process's service: the agent's own pid map */
+	__u32 service_id;  /* value of the traced map for this process */
 	__u64 conn_id;     /* unique per connection while rastro runs */
 	__u32 bytes;       /* bytes the syscall moved */
 	__u32 captured;    /* bytes of payload that follow (<= RASTRO_CAPTURE_MAX) */

@@ -61,12 +61,6 @@ struct service *discovery__service(struct discovery *d, uint32_t id)
 	return &d->services[id];
 }
 
-struct service *discovery__service_of(struct discovery *d, uint32_t tgid)
-{
-	uintptr_t v = (uintptr_t)u64map__get(&d->pids, tgid);
-	return v ? discovery__service(d, (uint32_t)(v - 1)) : NULL;
-}
-
 uint32_t discovery__traced_processes(const struct discovery *d)
 {
 	return d->pids.count;

@@ -40,10 +40,6 @@ void discovery__on_event(struct discovery *d, const struct rastro_proc_event *ev
 
 /* The service a kernel service_id names, or NULL. */
 struct service *discovery__service(struct discovery *d, uint32_t service_id);
-/* The service of traced process tgid, or NULL. Data events carry no service:
- * processed in order, they find their process here as it was traced when
- * they happened (a FORK or EXEC event comes before its process's data). */
-struct service *discovery__service_of(struct discovery *d, uint32_t tgid);
 void service__ref(struct service *s);
 void service__unref(struct service *s);
 

@@ -295,7 +295,7 @@ void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev
 	if (!c || c->id != ev->conn_id)
 		c = u64map__get(&ct->conns, ev->conn_id);
 	if (!c) {
-		struct service *svc = discovery__service_of(ct->disc, ev->hdr.tgid);
+		struct service *svc = discovery__service(ct->disc, ev->service_id);
 		if (!svc) {
 			ct->stats.unknown_service_events++;
 			return;

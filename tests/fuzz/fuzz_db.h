@@ -49,6 +49,7 @@ static void fuzz_event(struct fuzz_feed *f, int dir, const void *data, size_t ca
 	ev->hdr.type = RASTRO_EV_DATA;
 	ev->hdr.ts_ns = f->ts++;
 	ev->tid = 7;
+	ev->service_id = 1;
 	ev->conn_id = 1;
 	ev->direction = (uint8_t)dir;
 	ev->role = f->role;

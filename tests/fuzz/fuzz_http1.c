@@ -53,6 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memset(ev, 0, sizeof(*ev));
 		ev->hdr.type = RASTRO_EV_DATA;
 		ev->hdr.ts_ns = ts++;
+		ev->service_id = 1;
 		ev->conn_id = 1;
 		ev->direction = ctl & 1;
 		ev->captured = (uint32_t)len;

@@ -83,6 +83,7 @@ static __attribute__((unused)) void event_role(struct conntrack *ct, uint64_t co
 	ev->hdr.tgid = 42;
 	ev->hdr.ts_ns = ts;
 	ev->tid = 43;
+	ev->service_id = 1;
 	ev->conn_id = conn;
 	ev->bytes = bytes;
 	ev->captured = captured;

@@ -14,13 +14,6 @@ struct service *discovery__service(struct discovery *d, uint32_t id)
 	return id < sizeof(stub_services) / sizeof(stub_services[0]) ? stub_services[id] : NULL;
 }
 
-/* Every process is the first service's (id 1). */
-struct service *discovery__service_of(struct discovery *d, uint32_t tgid)
-{
-	(void)tgid;
-	return discovery__service(d, 1);
-}
-
 void service__ref(struct service *s)
 {
 	s->refs++;

@@ -61,6 +61,7 @@ static void event(struct conntrack *ct, uint64_t conn, int dir, uint64_t ts, uin
 	ev->hdr.tgid = 42;
 	ev->hdr.ts_ns = ts;
 	ev->tid = 42;
+	ev->service_id = 1;
 	ev->conn_id = conn;
 	ev->bytes = bytes;
 	ev->captured = captured;
