@@ -24,6 +24,8 @@ struct discovery {
 	uint32_t self;
 	char hostname[64];
 	bool any_exe_rule;
+	bool lose_fork_events; /* RASTRO_SELFTEST_LOSE_FORK_EVENTS=1: as if the
+				* control ring were full at every fork */
 };
 
 /* A listening socket seen in /proc/PID/net/tcp{,6}. */
@@ -496,6 +498,8 @@ void discovery__on_event(struct discovery *d, const struct rastro_proc_event *ev
 			evaluate(d, ev->pid, PORTS_EVENT, ev->port, &cache);
 		break;
 	case RASTRO_EV_FORK: {
+		if (d->lose_fork_events)
+			break;
 		/* The kernel already traces the child under the parent's id. */
 		struct service *s = discovery__service(d, ev->service_id);
 		if (!s || u64map__put(&d->pids, ev->pid, (void *)(uintptr_t)(s->id + 1))) {
@@ -534,6 +538,8 @@ int discovery__open(struct discovery **out, const struct rastro_config *cfg, str
 	for (int i = 0; i < cfg->rule_count; i++)
 		if (cfg->rules[i].exe_path)
 			d->any_exe_rule = true;
+	const char *lose = getenv("RASTRO_SELFTEST_LOSE_FORK_EVENTS");
+	d->lose_fork_events = lose && !strcmp(lose, "1");
 	*out = d;
 	return 0;
 }

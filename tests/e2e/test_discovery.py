@@ -107,6 +107,48 @@ time.sleep(60)
     assert f"forked {worker}: traced as forker" in r.stderr()
 
 
+def test_fork_event_lost_child_still_attributed(rastro, servers, tmp_path):
+    """The same fork, its FORK event lost (as when the control ring is full;
+    RASTRO_SELFTEST_LOSE_FORK_EVENTS=1 makes rastro ignore every one): the
+    kernel traces the worker anyway and its data events carry the service it
+    traces it under, so its request is still the parent's service's, although
+    the worker is gone before rastro reads them."""
+    port = free_port()
+    script = tmp_path / "forker.py"
+    script.write_text(f"""
+import os, socket, time, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", {port})); s.listen(16)
+while not os.path.exists("{tmp_path}/go"):  # until rastro traces us
+    time.sleep(0.05)
+pid = os.fork()
+if pid == 0:
+    while True:
+        c, _ = s.accept()
+        if c.recv(4096):
+            break
+        c.close()                     # the test's readiness probe
+    c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+    c.close()
+    os._exit(0)
+open("{tmp_path}/worker", "w").write(str(pid))
+os.waitpid(pid, 0)
+time.sleep(60)
+""")
+    r = rastro(f"discovery:\n  instrument:\n    - open_ports: {port}\n      name: forker\n",
+               env={"RASTRO_LOG_LEVEL": "DEBUG", "RASTRO_SELFTEST_LOSE_FORK_EVENTS": "1"})
+    srv = servers(["/usr/bin/python3", str(script)], port, log=tmp_path / "f.log")
+    r.wait_traced(srv.pid)
+    (tmp_path / "go").write_text("")
+    wait_for(lambda: (tmp_path / "worker").exists(), what="the fork")
+    worker = int((tmp_path / "worker").read_text())
+    assert get(port, "/work")[0] == 200
+    (rec,) = r.wait_records(1)
+    assert rec["process.pid"] == worker
+    assert rec["service.name"] == "forker"
+    assert f"forked {worker}:" not in r.stderr()
+
+
 # ---- prefork servers started after rastro: the master's listen() selects it,
 # its workers are traced (those forked before rastro reacted by the /proc walk,
 # the later ones by the kernel's fork hook) and their requests carry the
