@@ -70,16 +70,18 @@ def test_port_range_entry_first_match_wins(rastro, servers, tmp_path):
     assert rec["service.name"] == "first"
 
 
-def test_fork_after_tracing_is_inherited_and_exit_forgotten(rastro, servers, tmp_path):
-    """A traced process that forks a worker later: the worker is traced by the
-    kernel from its first instruction; when it exits it is forgotten."""
+def start_forker(rastro, servers, tmp_path, env):
+    """A traced process that forks a worker once rastro traces it; the worker
+    serves one request, then exits. Returns (rastro, port, worker pid); the
+    file `exited` appears when the worker is gone."""
     port = free_port()
     script = tmp_path / "forker.py"
     script.write_text(f"""
 import os, socket, time, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", {port})); s.listen(16)
-time.sleep(1.5)                       # rastro traces us meanwhile
+while not os.path.exists("{tmp_path}/go"):  # until rastro traces us
+    time.sleep(0.05)
 pid = os.fork()
 if pid == 0:                          # the worker serves one request, then exits
     while True:
@@ -90,18 +92,27 @@ if pid == 0:                          # the worker serves one request, then exit
     c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
     c.close()
     os._exit(0)
+open("{tmp_path}/forked", "w").write(str(pid))
 os.waitpid(pid, 0)
-open("{tmp_path}/worker", "w").write(str(pid))
+open("{tmp_path}/exited", "w").write(str(pid))
 time.sleep(60)
 """)
     r = rastro(f"discovery:\n  instrument:\n    - open_ports: {port}\n      name: forker\n",
-               env={"RASTRO_LOG_LEVEL": "DEBUG"})
+               env={"RASTRO_LOG_LEVEL": "DEBUG", **env})
     srv = servers(["/usr/bin/python3", str(script)], port, log=tmp_path / "f.log")
     r.wait_traced(srv.pid)
+    (tmp_path / "go").write_text("")
+    wait_for(lambda: (tmp_path / "forked").exists(), what="the fork")
+    return r, port, int((tmp_path / "forked").read_text())
+
+
+def test_fork_after_tracing_is_inherited_and_exit_forgotten(rastro, servers, tmp_path):
+    """A traced process that forks a worker later: the worker is traced by the
+    kernel from its first instruction; when it exits it is forgotten."""
+    r, port, worker = start_forker(rastro, servers, tmp_path, {})
     assert get(port, "/work")[0] == 200
     (rec,) = r.wait_records(1)
-    wait_for(lambda: (tmp_path / "worker").exists(), what="the worker to exit")
-    worker = int((tmp_path / "worker").read_text())
+    wait_for(lambda: (tmp_path / "exited").exists(), what="the worker to exit")
     assert rec["process.pid"] == worker
     assert rec["service.name"] == "forker"
     assert f"forked {worker}: traced as forker" in r.stderr()
@@ -113,35 +124,8 @@ def test_fork_event_lost_child_still_attributed(rastro, servers, tmp_path):
     kernel traces the worker anyway and its data events carry the service it
     traces it under, so its request is still the parent's service's, although
     the worker is gone before rastro reads them."""
-    port = free_port()
-    script = tmp_path / "forker.py"
-    script.write_text(f"""
-import os, socket, time, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", {port})); s.listen(16)
-while not os.path.exists("{tmp_path}/go"):  # until rastro traces us
-    time.sleep(0.05)
-pid = os.fork()
-if pid == 0:
-    while True:
-        c, _ = s.accept()
-        if c.recv(4096):
-            break
-        c.close()                     # the test's readiness probe
-    c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
-    c.close()
-    os._exit(0)
-open("{tmp_path}/worker", "w").write(str(pid))
-os.waitpid(pid, 0)
-time.sleep(60)
-""")
-    r = rastro(f"discovery:\n  instrument:\n    - open_ports: {port}\n      name: forker\n",
-               env={"RASTRO_LOG_LEVEL": "DEBUG", "RASTRO_SELFTEST_LOSE_FORK_EVENTS": "1"})
-    srv = servers(["/usr/bin/python3", str(script)], port, log=tmp_path / "f.log")
-    r.wait_traced(srv.pid)
-    (tmp_path / "go").write_text("")
-    wait_for(lambda: (tmp_path / "worker").exists(), what="the fork")
-    worker = int((tmp_path / "worker").read_text())
+    r, port, worker = start_forker(rastro, servers, tmp_path,
+                                   {"RASTRO_SELFTEST_LOSE_FORK_EVENTS": "1"})
     assert get(port, "/work")[0] == 200
     (rec,) = r.wait_records(1)
     assert rec["process.pid"] == worker
