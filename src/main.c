@@ -106,13 +106,25 @@ static void on_event(void *ctx, const void *data, size_t size)
 #define DRAIN_CHUNK 2048
 static int more_fd = -1;
 
+static void poll_tick(void *ctx);
+static int64_t poll_timer;
+
+/* Runs after every wakeup of the loop, whatever woke it (the ring buffer
+ * past ebpf.wakeup_bytes, an exporter's socket, a timer), and moves the
+ * ebpf.poll_interval timer to poll_interval after this drain: under load
+ * the wakeups that happen anyway drain the ring, and that timer wakes an
+ * otherwise idle agent only. */
 static void drain(void *ctx)
 {
 	struct app *app = ctx;
 	uint64_t one = 1;
+	refresh_clock(app);
 	if (capture__drain_max(app->cap, DRAIN_CHUNK) == DRAIN_CHUNK && more_fd >= 0 &&
 	    write(more_fd, &one, sizeof(one)) < 0)
 		log_debug("cannot signal the rest of the ring buffer: %s", strerror(errno));
+	if (poll_timer)
+		loop__cancel(app->loop, poll_timer);
+	poll_timer = loop__after(app->loop, app->cfg.poll_ms, poll_tick, app);
 }
 
 static void on_more(void *ctx, int fd, uint32_t events)
@@ -130,14 +142,12 @@ static void on_ring(void *ctx, int fd, uint32_t events)
 	drain(ctx);
 }
 
-/* The ring buffer wakes the loop only past ebpf.wakeup_bytes; this timer
- * bounds how long an event waits otherwise. */
+/* The ring buffer wakes the loop only past ebpf.wakeup_bytes; this timer,
+ * re-armed by every drain, bounds how long an event waits otherwise. */
 static void poll_tick(void *ctx)
 {
-	struct app *app = ctx;
-	refresh_clock(app);
-	drain(app);
-	loop__after(app->loop, app->cfg.poll_ms, poll_tick, app);
+	poll_timer = 0;
+	drain(ctx);
 }
 
 /* Memory freed after a peak (an export backlog, a burst of connections)
@@ -227,7 +237,7 @@ static int start(struct app *app)
 	if (more_fd >= 0)
 		loop__watch(app->loop, more_fd, EPOLLIN, on_more, app);
 	loop__set_idle(app->loop, drain, app);
-	loop__after(app->loop, app->cfg.poll_ms, poll_tick, app);
+	poll_timer = loop__after(app->loop, app->cfg.poll_ms, poll_tick, app);
 	loop__after(app->loop, app->cfg.discovery_poll_ms, discovery_tick, app);
 	loop__after(app->loop, MEMORY_TICK_MS, memory_tick, app);
 	/* Loading the BPF object parsed the kernel's BTF (several MB, freed
