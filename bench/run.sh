@@ -2,6 +2,8 @@
 # rastro's benchmark (`make bench`): builds the helper programs, then
 # bench/bench.py runs every workload itself and prints one table.
 #   bench/run.sh [--quick] [--pairs N] [--only 5k,20k,...] [--json FILE]
+#   bench/run.sh --ab OLD_BINARY NEW_BINARY [--rounds N]   (bench/ab.py: two
+#                builds side by side on one nginx, their CPU per request)
 # RASTRO_BIN / RASTRO_BUILD select another build (default ./rastro, build/).
 # A benchmark, not a test: it never fails on a timing.
 set -euo pipefail
@@ -26,4 +28,8 @@ for prog in loadgen otlp_sink syscalls; do
 done
 gcc -O2 -g -Wall -Wextra -Werror -o "$BUILD_DIR/bench/bpf_floor" bench/bpf_floor.c -lbpf
 make -s BUILD="$BUILD_DIR" "$BUILD_DIR/bench/noop.bpf.o"
+if [ "${1:-}" = --ab ]; then
+	shift
+	exec /usr/bin/python3 bench/ab.py "$@"
+fi
 exec /usr/bin/python3 bench/bench.py "$@"
