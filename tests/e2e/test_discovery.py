@@ -92,9 +92,11 @@ if pid == 0:                          # the worker serves one request, then exit
     c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
     c.close()
     os._exit(0)
-open("{tmp_path}/forked", "w").write(str(pid))
+open("{tmp_path}/forked.tmp", "w").write(str(pid))  # renamed: never read half-written
+os.rename("{tmp_path}/forked.tmp", "{tmp_path}/forked")
 os.waitpid(pid, 0)
-open("{tmp_path}/exited", "w").write(str(pid))
+open("{tmp_path}/exited.tmp", "w").write(str(pid))  # renamed: never read half-written
+os.rename("{tmp_path}/exited.tmp", "{tmp_path}/exited")
 time.sleep(60)
 """)
     r = rastro(f"discovery:\n  instrument:\n    - open_ports: {port}\n      name: forker\n",
