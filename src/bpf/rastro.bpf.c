@@ -155,11 +155,16 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
+static __always_inline bool traced_bit(__u32 tgid)
+{
+	return traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)] & (1ull << (tgid & 63));
+}
+
 /* The traced-map entry of process tgid, or NULL; the bitmap answers first
  * for the processes that are not traced. */
 static __always_inline struct rastro_traced *traced_entry(__u32 tgid)
 {
-	if (!(traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)] & (1ull << (tgid & 63))))
+	if (!traced_bit(tgid))
 		return NULL;
 	return bpf_map_lookup_elem(&traced, &tgid);
 }
@@ -233,33 +238,39 @@ static __always_inline void read_tuple(struct sock *sk, struct rastro_tuple *t)
 	}
 }
 
-/* Connection state for sk, created on first sight with role. An existing
- * connection takes role only when it is certain (accept, connect). NULL when
- * the map is full (counted); the caller then reports the data without state. */
-static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid, __u8 role,
-						    bool certain)
+/* Whether entry c is sk's: an entry for an earlier socket at the same
+ * address (one the state-change hook could not free) names other ports and
+ * is never taken for this connection. The local port is 0 in an entry made
+ * at connect()'s SYN_SENT, before it is bound. */
+static __always_inline bool conn_is_sk(const struct rastro_conn *c, struct sock *sk)
+{
+	return c->tuple.remote_port == bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) &&
+	       (!c->tuple.local_port || c->tuple.local_port == BPF_CORE_READ(sk, __sk_common.skc_num));
+}
+
+/* Connection state for sk, created on first sight with role and the
+ * service of process tgid. An existing connection takes role only when it
+ * is certain (accept, connect). NULL when the map is full (counted); the
+ * caller then reports the data without state. */
+static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid, __u32 service_id,
+						    __u8 role, bool certain)
 {
 	__u64 key = (__u64)sk;
 	struct rastro_conn *c = bpf_map_lookup_elem(&conns, &key);
 	__u64 how = BPF_NOEXIST;
 
 	if (c) {
-		/* An entry for an earlier socket at the same address (one the
-		 * state-change hook could not free) names other ports: it is
-		 * replaced, never taken for this connection. The local port is 0
-		 * in an entry made at connect()'s SYN_SENT, before it is bound. */
-		if (c->tuple.remote_port == bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) &&
-		    (!c->tuple.local_port ||
-		     c->tuple.local_port == BPF_CORE_READ(sk, __sk_common.skc_num))) {
+		if (conn_is_sk(c, sk)) {
 			if (certain)
 				c->role = role;
 			return c;
 		}
-		how = BPF_ANY;
+		how = BPF_ANY; /* replaced */
 	}
 	struct rastro_conn nc = {};
 	nc.conn_id = __sync_fetch_and_add(&next_conn_id, 1);
 	nc.tgid = tgid;
+	nc.service_id = service_id;
 	nc.role = role;
 	read_tuple(sk, &nc.tuple);
 	if (bpf_map_update_elem(&conns, &key, &nc, how)) {
@@ -366,22 +377,41 @@ static __always_inline bool decode_io(struct pt_regs *regs, long nr, struct io_a
 	}
 }
 
-/* Reports `moved` bytes that a traced process moved on TCP socket sk. role:
- * what a connection first seen here is known to be. */
-static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid,
-				     struct rastro_traced *t, struct io_args *a, __u8 role)
+/* Reports `moved` bytes that process tgid (its traced bit is set) moved on
+ * TCP socket sk. role: what a connection first seen here is known to be. */
+static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, struct io_args *a,
+				     __u8 role)
 {
 	__u8 direction = a->direction, flags = 0;
-	__u32 zero = 0;
+	__u32 zero = 0, service_id;
 	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!s)
 		return 0;
 
 	/* A socket already closed (data read after a reset, sent after the
-	 * peer's) gets no state: the close hook that frees it has run. */
+	 * peer's) gets no state: the close hook that frees it has run. The
+	 * connection's entry keeps the service of the process that made it:
+	 * the traced map is asked only for a new connection or another
+	 * process's (the agent, too, names a connection's service once, at
+	 * its first event). */
 	struct rastro_conn *c = NULL;
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE)
-		c = conn_get(sk, tgid, role, false);
+	bool open = BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE;
+	if (open) {
+		__u64 key = (__u64)sk;
+		c = bpf_map_lookup_elem(&conns, &key);
+		if (c && (!conn_is_sk(c, sk) || c->tgid != tgid))
+			c = NULL;
+	}
+	if (c) {
+		service_id = c->service_id;
+	} else {
+		struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
+		if (!t)
+			return 0;
+		service_id = t->service_id;
+		if (open)
+			c = conn_get(sk, tgid, service_id, role, false);
+	}
 	if (c) {
 		/* Created at connect()'s SYN_SENT, before the local port is bound. */
 		if (!c->tuple.local_port)
@@ -427,7 +457,7 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid,
 	s->ev.hdr.tgid = tgid;
 	s->ev.hdr.ts_ns = bpf_ktime_get_ns();
 	s->ev.tid = (__u32)bpf_get_current_pid_tgid();
-	s->ev.service_id = t->service_id;
+	s->ev.service_id = service_id;
 	s->ev.bytes = moved;
 	s->ev.captured = captured;
 	s->ev.seq = seq_after - moved;
@@ -507,20 +537,15 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 	}
 
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct rastro_traced *t = traced_entry(tgid);
-	if (!t)
+	if (!traced_bit(tgid))
 		return 0;
 
-	if (nr == NR_accept || nr == NR_accept4) {
-		struct sock *sk = fd_to_tcp_sock(ret);
-		if (sk)
-			conn_get(sk, tgid, RASTRO_ROLE_SERVER, true);
-		return 0;
-	}
-	if (nr == NR_connect) {
-		struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
-		if (sk)
-			conn_get(sk, tgid, RASTRO_ROLE_CLIENT, true);
+	if (nr == NR_accept || nr == NR_accept4 || nr == NR_connect) {
+		struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
+		struct sock *sk = fd_to_tcp_sock(nr == NR_connect ? SYSCALL_ARG0(regs) : ret);
+		if (t && sk)
+			conn_get(sk, tgid, t->service_id,
+				 nr == NR_connect ? RASTRO_ROLE_CLIENT : RASTRO_ROLE_SERVER, true);
 		return 0;
 	}
 	struct io_args a;
@@ -529,7 +554,7 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 	struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
 	if (!sk)
 		return 0;
-	return emit_data(sk, ret, tgid, t, &a, RASTRO_ROLE_UNKNOWN);
+	return emit_data(sk, ret, tgid, &a, RASTRO_ROLE_UNKNOWN);
 }
 
 /*
@@ -546,8 +571,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct rastro_traced *t = traced_entry(tgid);
-	if (!t)
+	if (!traced_bit(tgid))
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
 	if ((family != AF_INET && family != AF_INET6) || sk->sk_type != SOCK_STREAM ||
@@ -566,7 +590,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 	/* No accept() is seen here: connect() marks the client side
 	 * (rastro_sock_state); an accepted connection is left to the parsers,
 	 * as one that predates rastro. */
-	return emit_data(sk, ret, tgid, t, &a, RASTRO_ROLE_UNKNOWN);
+	return emit_data(sk, ret, tgid, &a, RASTRO_ROLE_UNKNOWN);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -599,8 +623,9 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 		}
 		/* The local port is not bound yet: the first data event reads the
 		 * tuple again. */
-		if (traced_entry(tgid))
-			conn_get((struct sock *)sk, tgid, RASTRO_ROLE_CLIENT, true);
+		struct rastro_traced *t = traced_entry(tgid);
+		if (t)
+			conn_get((struct sock *)sk, tgid, t->service_id, RASTRO_ROLE_CLIENT, true);
 		return 0;
 	}
 	if (newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK && newstate != TCP_CLOSE)

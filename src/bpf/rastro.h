@@ -131,11 +131,13 @@ struct rastro_traced {
 /* State the kernel keeps per tracked TCP socket, keyed by struct sock *. */
 struct rastro_conn {
 	__u64 conn_id;
-	__u32 tgid;
+	__u32 tgid;        /* the process that created the entry */
 	__u8 role;
 	__u8 fin_notified;
 	__u16 _pad;
 	struct rastro_tuple tuple;
+	__u32 service_id;  /* tgid's traced-map value when the entry was made */
+	__u32 _pad2;
 };
 
 #endif
