@@ -2,7 +2,7 @@
 """Side by side: two rastro builds trace the same nginx at the same time.
 
     bench/run.sh --ab OLD_BINARY NEW_BINARY [--rounds 5] [--rate 20000]
-                      [--requests 300000]
+                      [--requests 300000] [--kernel]
 
 Both rastros instrument one nginx (one worker) and see the same requests;
 each round, bench/loadgen sends `requests` at `rate`, and each rastro's CPU
@@ -15,10 +15,16 @@ The second rastro to start pays a few percent more than the first (same
 binary against itself: 1.03 to 1.05 on the reference VM), so the run is made
 twice, OLD started first and then NEW first, and the ratio NEW/OLD is
 sqrt(r1 / r2) of the two orders' median ratios (the position factor cancels).
-The in-kernel cost is not compared here: both rastros' programs run on every
-event (bench/run.sh measures it, one build at a time).
+With --kernel it compares the in-kernel cost instead: bpf_stats on for the
+whole run, each rastro's own programs' run_time_ns per request. Both sets
+of programs run on every event, one after the other (the second finds the
+socket's lines in the cache), which the two orders cancel the same way. The
+figures include bpf_stats' own clock reads (bench/run.sh reports that floor)
+and the load generator's untraced runs: compare them with each other, not
+with bench/run.sh's.
 """
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -64,14 +70,19 @@ def one_order(first, second, args):
             base = [r.requests() for r in rs]
             t0 = [run_ns(r.pid) for r in rs]
             w0 = [wakeups(r.pid) for r in rs]
+            k0 = [r.bpf_progs() for r in rs]
             lg = B.loadgen(ngx.port, args.rate, args.requests)
+            k1 = [r.bpf_progs() for r in rs]
             got = [B.settle_records(r, lg["completed"], b, quiet=1.0) for r, b in zip(rs, base)]
             t1 = [run_ns(r.pid) for r in rs]
             w1 = [wakeups(r.pid) for r in rs]
             losses = [B.Rastro.losses(r.metrics()) for r in rs]
             cells = []
             for j in (0, 1):
-                out[j].append((t1[j] - t0[j]) / lg["completed"])
+                if args.kernel:
+                    out[j].append(B.kernel_ns(k0[j], k1[j])[0] / lg["completed"])
+                else:
+                    out[j].append((t1[j] - t0[j]) / lg["completed"])
                 cells.append(f"{out[j][-1]:6.0f} ns/req, {got[j]} records, "
                              f"{w1[j] - w0[j]} wakeups, losses {losses[j] or 0}")
             print(f"  round {k + 1}: first {cells[0]} | second {cells[1]} | "
@@ -93,6 +104,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--rate", type=int, default=20000)
     ap.add_argument("--requests", type=int, default=300000)
+    ap.add_argument("--kernel", action="store_true",
+                    help="compare the programs' run_time_ns (bpf_stats on) instead")
     args = ap.parse_args()
     for b in (args.old, args.new):
         if not os.access(b, os.X_OK):
@@ -100,15 +113,18 @@ def main():
     print(f"ab: OLD {args.old}\nab: NEW {args.new}\n"
           f"ab: nginx, {args.requests} requests at {args.rate}/s per round, "
           f"{args.rounds} rounds per order", flush=True)
-    print("order 1: OLD started first")
-    o1 = one_order(args.old, args.new, args)
-    print("order 2: NEW started first")
-    o2 = one_order(args.new, args.old, args)
+    what = "in-kernel (bpf_stats)" if args.kernel else "rastro CPU"
+    stats = B.BpfStats() if args.kernel else contextlib.nullcontext()
+    with stats:
+        print("order 1: OLD started first")
+        o1 = one_order(args.old, args.new, args)
+        print("order 2: NEW started first")
+        o2 = one_order(args.new, args.old, args)
     r1 = median([b / a for a, b in zip(*o1)])
     r2 = median([b / a for a, b in zip(*o2)])
     old = median(o1[0] + o2[1])
     new = median(o1[1] + o2[0])
-    print(f"rastro CPU per request, median of both orders: OLD {old:.0f} ns, NEW {new:.0f} ns")
+    print(f"{what} per request, median of both orders: OLD {old:.0f} ns, NEW {new:.0f} ns")
     print(f"second/first: {r1:.3f} (NEW second), {r2:.3f} (OLD second); "
           f"position factor {math.sqrt(r1 * r2):.3f}")
     print(f"NEW/OLD = {math.sqrt(r1 / r2):.3f}")
