@@ -358,6 +358,44 @@ def test_otlp_metrics_backend_faults(rastro, perl_app, otlp_receiver, fault):
 
 # ---- a burst far above capacity
 
+def test_traced_map_full_forks_counted(rastro, servers, tmp_path):
+    """ebpf.max_processes 16: a traced server forks 24 workers that stay.
+    The traced map holds the server and 15 of them; each of the other 9
+    forks is counted as traced_map_full, exactly, and the /proc rescan that
+    finds those 9 says it cannot trace them."""
+    port, workers = free_port(), 24
+    script = tmp_path / "forker.py"
+    script.write_text(f"""
+import os, socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", {port})); s.listen(16)
+while not os.path.exists("{tmp_path}/go"):  # until rastro traces us
+    time.sleep(0.05)
+for _ in range({workers}):
+    if os.fork() == 0:
+        time.sleep(120)
+        os._exit(0)
+open("{tmp_path}/forked", "w").close()
+time.sleep(120)
+""")
+    r, prom = start_with_prom(rastro, config_for_ports(port, name="forker"),
+                              env={"RASTRO_MAX_PROCESSES": "16",
+                                   "RASTRO_DISCOVERY_POLL_INTERVAL": "1s"})
+    srv = servers(["/usr/bin/python3", str(script)], port, log=tmp_path / "f.log")
+    r.wait_traced(srv.pid)
+    (tmp_path / "go").write_text("")
+    wait_for(lambda: (tmp_path / "forked").exists(), what="the forks")
+    wait_for(lambda: metric(self_metrics(prom), "rastro_events_lost_total", source="kernel",
+                            cause="traced_map_full") >= workers - 15,
+             what="the forks the traced map had no room for to be counted")
+    wait_for(lambda: "cannot trace process" in r.stderr(), what="the rescan's warning")
+    s = self_metrics(prom)
+    assert metric(s, "rastro_events_lost_total", source="kernel",
+                  cause="traced_map_full") == workers - 15
+    assert metric(s, "rastro_instrumented_processes") == 16
+    assert "ebpf.max_processes is 16" in r.stderr()
+
+
 SOAK = Path(__file__).resolve().parents[1] / "soak"
 COUNT = "http_server_request_duration_seconds_count"
 
