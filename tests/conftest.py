@@ -41,11 +41,13 @@ def world_readable(path):
     something as nobody: the checkout may sit in a directory only root can
     enter (a `mktemp -d` clone is 0700)."""
     global _SHARED_DIR
+    import atexit
     import shutil
     import tempfile
     if _SHARED_DIR is None:
         _SHARED_DIR = Path(tempfile.mkdtemp(prefix="rastro-shared-", dir="/tmp"))
         _SHARED_DIR.chmod(0o755)
+        atexit.register(shutil.rmtree, _SHARED_DIR, True)  # True: ignore errors
     dst = _SHARED_DIR / Path(path).name
     if not dst.exists():
         shutil.copy(path, dst)
