@@ -396,6 +396,66 @@ time.sleep(120)
     assert "ebpf.max_processes is 16" in r.stderr()
 
 
+def test_control_ringbuf_full_closes_counted(rastro, servers, tmp_path):
+    """A 64 KiB ring buffer that rastro, stopped (SIGSTOP), does not drain:
+    requests fill it, then 20 more connections are opened and closed. Their
+    close events find no room and are counted as control_ringbuf_full (all
+    20, but for the few 40-byte events that fit in what the last data event
+    left), and once rastro runs again it reports new requests."""
+    import http.client
+    port, conns = free_port(), 20
+    script = tmp_path / "server.py"
+    script.write_text(f"""
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"x" * (2000 if self.path == "/big" else 2)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
+""")
+    srv = servers([sys.executable, str(script)], port, log=tmp_path / "s.log")
+    r, prom = start_with_prom(rastro, config_for_ports(port, name="closer") +
+                              "ebpf:\n  ring_buffer_size: 64KiB\n", printer="disabled")
+    r.wait_traced(srv.pid)
+
+    def lost(cause):
+        return metric(self_metrics(prom), "rastro_events_lost_total", source="kernel",
+                      cause=cause)
+
+    assert lost("control_ringbuf_full") == 0
+    os.kill(r.proc.pid, signal.SIGSTOP)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for path in ["/big"] * 60 + ["/small"] * 200:  # 130 KiB, then small events
+            c.request("GET", path)
+            c.getresponse().read()
+        c.close()
+        for _ in range(conns):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("GET", "/small")
+            c.getresponse().read()
+            c.close()
+        time.sleep(1.0)  # the server's ends close too
+    finally:
+        os.kill(r.proc.pid, signal.SIGCONT)
+    wait_for(lambda: lost("ringbuf_full") > 0, what="the data events that did not fit")
+    closes = lost("control_ringbuf_full")
+    assert conns - 3 <= closes <= conns + 1, closes  # + 1: the first connection's close
+    before = metric(self_metrics(prom), "rastro_requests_total")
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/small")
+    c.getresponse().read()
+    c.close()
+    wait_for(lambda: metric(self_metrics(prom), "rastro_requests_total") > before,
+             what="a request after the overflow to be reported")
+
+
 SOAK = Path(__file__).resolve().parents[1] / "soak"
 COUNT = "http_server_request_duration_seconds_count"
 
