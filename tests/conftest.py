@@ -55,6 +55,25 @@ def world_readable(path):
     return dst
 
 
+def run_gated_forker(r, servers, tmp_path, port, forks, what):
+    """Starts tmp_path/forker.py: a Python process listening on port (for
+    rastro r's open_ports rule) that waits until rastro traces it, then runs
+    `forks` (Python source, with os, time and the listening socket s at
+    hand), which must end by creating tmp_path/forked. Returns once it did."""
+    script = tmp_path / "forker.py"
+    script.write_text(f"""
+import os, socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", {port})); s.listen(16)
+while not os.path.exists("{tmp_path}/go"):  # until rastro traces us
+    time.sleep(0.05)
+""" + forks)
+    srv = servers(["/usr/bin/python3", str(script)], port, log=tmp_path / "f.log")
+    r.wait_traced(srv.pid)
+    (tmp_path / "go").write_text("")
+    wait_for(lambda: (tmp_path / "forked").exists(), what=what)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, free_port, needs_root, wait_for, wait_port
+from conftest import APPS, free_port, needs_root, run_gated_forker, wait_for, wait_port
 from test_http1 import get
 
 pytestmark = needs_root
@@ -75,13 +75,9 @@ def start_forker(rastro, servers, tmp_path, env):
     serves one request, then exits. Returns (rastro, port, worker pid); the
     file `exited` appears when the worker is gone."""
     port = free_port()
-    script = tmp_path / "forker.py"
-    script.write_text(f"""
-import os, socket, time, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", {port})); s.listen(16)
-while not os.path.exists("{tmp_path}/go"):  # until rastro traces us
-    time.sleep(0.05)
+    r = rastro(f"discovery:\n  instrument:\n    - open_ports: {port}\n      name: forker\n",
+               env={"RASTRO_LOG_LEVEL": "DEBUG", **env})
+    run_gated_forker(r, servers, tmp_path, port, f"""
 pid = os.fork()
 if pid == 0:                          # the worker serves one request, then exits
     while True:
@@ -98,13 +94,7 @@ os.waitpid(pid, 0)
 open("{tmp_path}/exited.tmp", "w").write(str(pid))  # renamed: never read half-written
 os.rename("{tmp_path}/exited.tmp", "{tmp_path}/exited")
 time.sleep(60)
-""")
-    r = rastro(f"discovery:\n  instrument:\n    - open_ports: {port}\n      name: forker\n",
-               env={"RASTRO_LOG_LEVEL": "DEBUG", **env})
-    srv = servers(["/usr/bin/python3", str(script)], port, log=tmp_path / "f.log")
-    r.wait_traced(srv.pid)
-    (tmp_path / "go").write_text("")
-    wait_for(lambda: (tmp_path / "forked").exists(), what="the fork")
+""", what="the fork")
     return r, port, int((tmp_path / "forked").read_text())
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (APPS, RSS_SLACK, built_with_asan, config_for_ports, free_port,
-                      needs_root, wait_for, wait_port)
+                      needs_root, run_gated_forker, wait_for, wait_port)
 from otlp_fixtures import attrs, otlp_receiver  # noqa: F401  (fixture)
 from test_reliability_helpers import (bpf_objects, live_bpf_ids, map_id_by_name, map_keys_u32,
                                       conns_tgids, metric, recursion_misses, rss_kib,
@@ -364,27 +364,17 @@ def test_traced_map_full_forks_counted(rastro, servers, tmp_path):
     forks is counted as traced_map_full, exactly, and the /proc rescan that
     finds those 9 says it cannot trace them."""
     port, workers = free_port(), 24
-    script = tmp_path / "forker.py"
-    script.write_text(f"""
-import os, socket, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", {port})); s.listen(16)
-while not os.path.exists("{tmp_path}/go"):  # until rastro traces us
-    time.sleep(0.05)
+    r, prom = start_with_prom(rastro, config_for_ports(port, name="forker"),
+                              env={"RASTRO_MAX_PROCESSES": "16",
+                                   "RASTRO_DISCOVERY_POLL_INTERVAL": "1s"})
+    run_gated_forker(r, servers, tmp_path, port, f"""
 for _ in range({workers}):
     if os.fork() == 0:
         time.sleep(120)
         os._exit(0)
 open("{tmp_path}/forked", "w").close()
 time.sleep(120)
-""")
-    r, prom = start_with_prom(rastro, config_for_ports(port, name="forker"),
-                              env={"RASTRO_MAX_PROCESSES": "16",
-                                   "RASTRO_DISCOVERY_POLL_INTERVAL": "1s"})
-    srv = servers(["/usr/bin/python3", str(script)], port, log=tmp_path / "f.log")
-    r.wait_traced(srv.pid)
-    (tmp_path / "go").write_text("")
-    wait_for(lambda: (tmp_path / "forked").exists(), what="the forks")
+""", what="the forks")
     wait_for(lambda: metric(self_metrics(prom), "rastro_events_lost_total", source="kernel",
                             cause="traced_map_full") >= workers - 15,
              what="the forks the traced map had no room for to be counted")
