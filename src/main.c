@@ -127,19 +127,22 @@ static void drain(void *ctx)
 	poll_timer = loop__after(app->loop, app->cfg.poll_ms, poll_tick, app);
 }
 
+/* The ring buffer and more_fd only wake the loop: drain, the loop's idle
+ * callback, runs after every wakeup. */
 static void on_more(void *ctx, int fd, uint32_t events)
 {
 	uint64_t n;
+	(void)ctx;
 	(void)events;
-	if (read(fd, &n, sizeof(n)) == sizeof(n))
-		drain(ctx);
+	if (read(fd, &n, sizeof(n)) < 0)
+		log_debug("cannot read the rest-of-the-ring signal: %s", strerror(errno));
 }
 
 static void on_ring(void *ctx, int fd, uint32_t events)
 {
+	(void)ctx;
 	(void)fd;
 	(void)events;
-	drain(ctx);
 }
 
 /* The ring buffer wakes the loop only past ebpf.wakeup_bytes; this timer,
