@@ -42,15 +42,7 @@ def run_ns(pid):
 
 
 def wakeups(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches"):
-                return int(line.split()[1])
-    return 0
-
-
-def median(xs):
-    return sorted(xs)[len(xs) // 2]
+    return B.status_kb(pid, "voluntary_ctxt_switches")  # any integer field
 
 
 def one_order(first, second, args):
@@ -120,10 +112,10 @@ def main():
         o1 = one_order(args.old, args.new, args)
         print("order 2: NEW started first")
         o2 = one_order(args.new, args.old, args)
-    r1 = median([b / a for a, b in zip(*o1)])
-    r2 = median([b / a for a, b in zip(*o2)])
-    old = median(o1[0] + o2[1])
-    new = median(o1[1] + o2[0])
+    r1 = B.median([b / a for a, b in zip(*o1)])
+    r2 = B.median([b / a for a, b in zip(*o2)])
+    old = B.median(o1[0] + o2[1])
+    new = B.median(o1[1] + o2[0])
     print(f"{what} per request, median of both orders: OLD {old:.0f} ns, NEW {new:.0f} ns")
     print(f"second/first: {r1:.3f} (NEW second), {r2:.3f} (OLD second); "
           f"position factor {math.sqrt(r1 * r2):.3f}")
