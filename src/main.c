@@ -85,6 +85,23 @@ static void on_event(void *ctx, const void *data, size_t size)
 		conntrack__on_data(app->ct, ev, (const char *)(ev + 1));
 		break;
 	}
+	case RASTRO_EV_BATCH: {
+		const struct rastro_batch_event *b = data;
+		if (size < sizeof(*b) || b->len > size - sizeof(*b))
+			return;
+		const uint8_t *p = (const uint8_t *)(b + 1), *end = p + b->len;
+		for (uint32_t i = 0; i < b->count; i++) {
+			const struct rastro_data_event *ev = (const void *)p;
+			if ((size_t)(end - p) < sizeof(*ev) ||
+			    (size_t)(end - p) - sizeof(*ev) < ev->captured ||
+			    ev->hdr.type != RASTRO_EV_DATA)
+				break;
+			conntrack__on_data(app->ct, ev, (const char *)(ev + 1));
+			p += (sizeof(*ev) + ev->captured + 7) & ~(size_t)7;
+		}
+		conntrack__on_batch(app->ct, b->cpu, b->gen);
+		break;
+	}
 	case RASTRO_EV_CLOSE:
 		if (size >= sizeof(struct rastro_close_event))
 			conntrack__on_close(app->ct, data);

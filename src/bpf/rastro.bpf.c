@@ -11,6 +11,8 @@
  *   tp_btf/inet_sock_set_state end of tracked connections; with the socket
  *                              hooks also connect and listen
  *   tp_btf/sched_process_*     exec (discovery), fork (inherit), exit
+ *   tp_btf/sched_switch        delivers the data events a thread held back
+ *                              (with the socket hooks: see hold_begin)
  *
  * The agent loads one of the first two sets (socket_hooks). Syscall
  * arguments are read from the task's saved user registers, so no sys_enter
@@ -102,6 +104,14 @@ __u64 next_conn_id = 1;
  * a load, the hash lookup it saves a hash and a bucket walk. */
 __u64 traced_bits[RASTRO_TRACED_BITS_WORDS];
 
+/* How many batches each CPU has delivered (or lost), one cache line each:
+ * a CPU writes its own on every batch, and the state hook of another reads
+ * it to tell whether a connection's held events went out already. */
+struct {
+	__u32 n;
+	__u32 _pad[15];
+} batch_gen[RASTRO_HOLD_CPUS];
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20); /* resized by the agent */
@@ -137,6 +147,17 @@ struct scratch {
 	/* Twice the capture size: a copy starts at an offset masked below
 	 * RASTRO_CAPTURE_MAX and is at most RASTRO_CAPTURE_MAX long. */
 	__u8 data[2 * RASTRO_CAPTURE_MAX];
+	/* Set while a program changes the held events (hold_begin): a program
+	 * that interrupts it (the state hook in a softirq) or runs after a
+	 * preemption inside it leaves them alone. */
+	__u32 busy;
+	__u32 cpu1; /* 1 + this CPU's number, once known */
+	/* The data events of the thread running on this CPU, held back: batch
+	 * and the first batch.len bytes of held are delivered as one record.
+	 * An event starts at an offset masked below RASTRO_HOLD_BYTES and its
+	 * payload is copied as into data above, hence the room after it. */
+	struct rastro_batch_event batch;
+	__u8 held[RASTRO_HOLD_BYTES + sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX];
 };
 
 struct {
@@ -153,6 +174,13 @@ static __always_inline void stat_inc(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
 		*v += 1;
+}
+
+static __always_inline void stat_add(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += n;
 }
 
 static __always_inline bool traced_bit(__u32 tgid)
@@ -280,19 +308,20 @@ static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid,
 	return bpf_map_lookup_elem(&conns, &key);
 }
 
-/* Copies up to want bytes from a user buffer into s->data. */
-static __always_inline __u32 copy_buf(struct scratch *s, __u64 ubuf, __u32 want)
+/* Copies up to want bytes from a user buffer to dst (a map value with
+ * 2 * RASTRO_CAPTURE_MAX bytes of room after it). */
+static __always_inline __u32 copy_buf(__u8 *dst, __u64 ubuf, __u32 want)
 {
 	if (want > RASTRO_CAPTURE_MAX)
 		want = RASTRO_CAPTURE_MAX;
 	barrier_var(want); /* keep clang from reusing the unclamped register */
-	if (bpf_probe_read_user(s->data, want, (const void *)ubuf))
+	if (bpf_probe_read_user(dst, want, (const void *)ubuf))
 		return 0;
 	return want;
 }
 
-/* Copies up to want bytes spread over an iovec array into s->data. */
-static __always_inline __u32 copy_iov(struct scratch *s, __u64 uiov, __u64 iovcnt, __u32 want,
+/* Copies up to want bytes spread over an iovec array to dst. */
+static __always_inline __u32 copy_iov(__u8 *dst, __u64 uiov, __u64 iovcnt, __u32 want,
 				      __u8 *flags)
 {
 	__u32 off = 0;
@@ -310,7 +339,7 @@ static __always_inline __u32 copy_iov(struct scratch *s, __u64 uiov, __u64 iovcn
 		if (n > RASTRO_CAPTURE_MAX)
 			n = RASTRO_CAPTURE_MAX;
 		barrier_var(n);
-		if (bpf_probe_read_user(&s->data[off & (RASTRO_CAPTURE_MAX - 1)], n, iov.iov_base))
+		if (bpf_probe_read_user(&dst[off & (RASTRO_CAPTURE_MAX - 1)], n, iov.iov_base))
 			break;
 		off += n;
 	}
@@ -377,6 +406,114 @@ static __always_inline bool decode_io(struct pt_regs *regs, long nr, struct io_a
 	}
 }
 
+/* Delivers the events this CPU holds back, as one RASTRO_EV_BATCH record. */
+static __always_inline void flush_held(struct scratch *s)
+{
+	__u32 n = s->batch.count;
+	if (!n)
+		return;
+	__u32 size = s->batch.len;
+	if (size > RASTRO_HOLD_BYTES)
+		size = RASTRO_HOLD_BYTES;
+	barrier_var(size);
+	size += sizeof(s->batch);
+	__u32 cpu = (s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1);
+	s->batch.cpu = cpu;
+	s->batch.gen = batch_gen[cpu].n;
+	if (bpf_ringbuf_output(&events, &s->batch, size, data_wakeup_flags(s, size))) {
+		stat_add(RASTRO_LOSS_RINGBUF_FULL, n);
+	} else {
+		stat_add(RASTRO_STAT_DATA_EVENTS, n);
+		stat_inc(RASTRO_STAT_DATA_RECORDS);
+	}
+	/* After the record is in the ring (see rastro_sock_state). */
+	batch_gen[cpu].n++;
+	s->batch.count = 0;
+	s->batch.len = 0;
+}
+
+/* The same, from the hooks that are not data events (the scheduler's
+ * switch, the state and process hooks), unless a program is changing them. */
+static __always_inline void flush_cpu(void)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (s && s->batch.count && !s->busy)
+		flush_held(s);
+}
+
+static __always_inline void output_one(struct scratch *s, struct rastro_data_event *ev, __u32 size)
+{
+	if (bpf_ringbuf_output(&events, ev, size, data_wakeup_flags(s, size))) {
+		stat_inc(RASTRO_LOSS_RINGBUF_FULL);
+	} else {
+		stat_inc(RASTRO_STAT_DATA_EVENTS);
+		stat_inc(RASTRO_STAT_DATA_RECORDS);
+	}
+}
+
+/*
+ * Every ring buffer record costs a reservation (a lock that disables
+ * interrupts) and a commit, so the data events of the thread running on a
+ * CPU are held back in that CPU's scratch, written there in place, and
+ * delivered as one record (RASTRO_EV_BATCH) when the thread stops running on
+ * the CPU (rastro_switch: it blocks, is preempted or exits), when it sends a
+ * client's request (the server's side of that connection, traced too, is
+ * linked to it and must not be read first: traces.c), when the next would
+ * not fit, and before any other event of the CPU (close, exec, fork, exit,
+ * listen). So the agent reads a thread's events in the order it made them,
+ * before anything it does after blocking. A peer's reset can still end a
+ * connection from another CPU while its last events are held here: each
+ * held event marks its connection with this CPU and its batch number
+ * (batch_gen), and the close event names the batch the agent must read
+ * before it ends the connection (rastro_sock_state).
+ *
+ * hold_begin returns where the next event goes, with room for its header
+ * and `want` bytes of payload, and marks the held events busy; NULL when it
+ * cannot be held: too large (it goes after the held ones), or a program
+ * preempted in the middle of holding one owns them. Then it goes alone,
+ * from s->ev.
+ */
+static __always_inline struct rastro_data_event *hold_begin(struct scratch *s, __u32 want)
+{
+	__u32 need = (sizeof(struct rastro_data_event) + want + 7) & ~7u;
+	if (!s->cpu1)
+		s->cpu1 = bpf_get_smp_processor_id() + 1;
+	/* Not with the sys_exit fallback: its one program, for every syscall,
+	 * would exceed the verifier's budget with both ways to place an event. */
+	if (!socket_hooks || s->busy || s->cpu1 > RASTRO_HOLD_CPUS)
+		return NULL;
+	s->busy = 1;
+	barrier();
+	if (s->batch.len + need > RASTRO_HOLD_BYTES)
+		flush_held(s); /* the held ones first */
+	if (need > RASTRO_HOLD_BYTES) {
+		barrier();
+		s->busy = 0;
+		return NULL;
+	}
+	return (struct rastro_data_event *)&s->held[s->batch.len & (RASTRO_HOLD_BYTES - 1)];
+}
+
+/* Adds the event hold_begin placed (size bytes with its payload) to the held
+ * ones, and delivers them all unless hold. */
+static __always_inline void hold_commit(struct scratch *s, struct rastro_data_event *ev, __u32 size,
+					bool hold)
+{
+	if (!s->batch.count) {
+		s->batch.hdr.type = RASTRO_EV_BATCH;
+		s->batch.hdr._pad = 0;
+		s->batch.hdr.tgid = ev->hdr.tgid;
+	}
+	s->batch.hdr.ts_ns = ev->hdr.ts_ns;
+	s->batch.count++;
+	s->batch.len += (size + 7) & ~7u;
+	if (!hold)
+		flush_held(s);
+	barrier();
+	s->busy = 0;
+}
+
 /* Reports `moved` bytes that process tgid (its traced bit is set) moved on
  * TCP socket sk. role: what a connection first seen here is known to be. */
 static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, struct io_args *a,
@@ -412,20 +549,6 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 		if (open)
 			c = conn_get(sk, tgid, service_id, role, false);
 	}
-	if (c) {
-		/* Created at connect()'s SYN_SENT, before the local port is bound. */
-		if (!c->tuple.local_port)
-			read_tuple(sk, &c->tuple);
-		s->ev.conn_id = c->conn_id;
-		s->ev.role = c->role;
-		s->ev.tuple = c->tuple;
-	} else {
-		flags |= RASTRO_DATA_F_NO_CONN_STATE;
-		s->ev.conn_id = (__u64)sk;
-		s->ev.role = RASTRO_ROLE_UNKNOWN;
-		read_tuple(sk, &s->ev.tuple);
-	}
-
 	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u32 seq_after = direction == RASTRO_DIR_EGRESS ? tp->write_seq : tp->copied_seq;
 	/* A read that consumed the peer's FIN advanced copied_seq one past the
@@ -439,43 +562,71 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 	 * return value, whose bounds the verifier cannot see. */
 	__u32 moved = ret;
 	barrier_var(moved);
-	__u32 want = moved;
-	if (want > capture_bytes)
-		want = capture_bytes;
+	__u32 want = 0;
+	if (a->buf || a->iov)
+		want = moved < capture_bytes ? moved : capture_bytes;
+
+	/* Written in place among the held events, or alone in s->ev. */
+	struct rastro_data_event *ev = hold_begin(s, want);
+	bool held = ev;
+	if (!ev)
+		ev = &s->ev;
+	else if (c) {
+		/* Before the event is held: a state hook that finds the mark
+		 * and this CPU's batch number unchanged knows it is held. */
+		c->held_cpu = s->cpu1;
+		c->held_gen = batch_gen[(s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1)].n;
+	}
+	if (c) {
+		/* Created at connect()'s SYN_SENT, before the local port is bound. */
+		if (!c->tuple.local_port)
+			read_tuple(sk, &c->tuple);
+		ev->conn_id = c->conn_id;
+		ev->role = c->role;
+		ev->tuple = c->tuple;
+	} else {
+		flags |= RASTRO_DATA_F_NO_CONN_STATE;
+		ev->conn_id = (__u64)sk;
+		ev->role = RASTRO_ROLE_UNKNOWN;
+		read_tuple(sk, &ev->tuple);
+	}
 	__u32 captured = 0;
 	if (a->buf)
-		captured = copy_buf(s, a->buf, want);
+		captured = copy_buf((__u8 *)(ev + 1), a->buf, want);
 	else if (a->iov)
-		captured = copy_iov(s, a->iov, a->iovcnt, want, &flags);
+		captured = copy_iov((__u8 *)(ev + 1), a->iov, a->iovcnt, want, &flags);
 	if (captured < moved && a->syscall != RASTRO_SYS_SENDFILE)
 		stat_inc(RASTRO_STAT_TRUNCATED);
 	if (captured > RASTRO_CAPTURE_MAX)
 		captured = RASTRO_CAPTURE_MAX;
 	barrier_var(captured);
 
-	s->ev.hdr.type = RASTRO_EV_DATA;
-	s->ev.hdr.tgid = tgid;
-	s->ev.hdr.ts_ns = bpf_ktime_get_ns();
-	s->ev.tid = (__u32)bpf_get_current_pid_tgid();
-	s->ev.service_id = service_id;
-	s->ev.bytes = moved;
-	s->ev.captured = captured;
-	s->ev.seq = seq_after - moved;
-	s->ev.direction = direction;
-	s->ev.syscall = a->syscall;
-	s->ev.flags = flags;
+	ev->hdr.type = RASTRO_EV_DATA;
+	ev->hdr._pad = 0;
+	ev->hdr.tgid = tgid;
+	ev->hdr.ts_ns = bpf_ktime_get_ns();
+	ev->tid = (__u32)bpf_get_current_pid_tgid();
+	ev->service_id = service_id;
+	ev->bytes = moved;
+	ev->captured = captured;
+	ev->seq = seq_after - moved;
+	ev->direction = direction;
+	ev->syscall = a->syscall;
+	ev->flags = flags;
 
-	__u32 size = sizeof(s->ev) + captured;
-	if (bpf_ringbuf_output(&events, &s->ev, size, data_wakeup_flags(s, size)))
-		stat_inc(RASTRO_LOSS_RINGBUF_FULL);
+	__u32 size = sizeof(*ev) + captured;
+	if (held)
+		hold_commit(s, ev, size,
+			    !(direction == RASTRO_DIR_EGRESS && c && c->role == RASTRO_ROLE_CLIENT));
 	else
-		stat_inc(RASTRO_STAT_DATA_EVENTS);
+		output_one(s, ev, size);
 	return 0;
 }
 
 static __always_inline void emit_proc(__u16 type, __u32 pid, __u32 ppid, __u32 service_id,
 				      __u16 port)
 {
+	flush_cpu(); /* the current thread's data first */
 	struct rastro_proc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		stat_inc(RASTRO_LOSS_CONTROL_RINGBUF);
@@ -636,6 +787,14 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 		return 0;
 	if (!c->fin_notified) {
 		c->fin_notified = 1;
+		flush_cpu(); /* what this CPU holds goes before the end */
+		/* Events of this connection another CPU still holds (a peer's
+		 * reset handled here while the thread that sent it its last
+		 * response has not blocked yet): the agent waits for that
+		 * CPU's batch before it ends the connection. */
+		__u32 held_cpu = c->held_cpu, held_gen = c->held_gen;
+		if (held_cpu && batch_gen[(held_cpu - 1) & (RASTRO_HOLD_CPUS - 1)].n != held_gen)
+			held_cpu = 0; /* delivered */
 		struct rastro_close_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (e) {
 			e->hdr.type = RASTRO_EV_CLOSE;
@@ -644,6 +803,8 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 			e->hdr.ts_ns = bpf_ktime_get_ns();
 			e->conn_id = c->conn_id;
 			e->flags = newstate == TCP_CLOSE ? RASTRO_CLOSE_F_FINAL : RASTRO_CLOSE_F_LOCAL_FIN;
+			e->held_cpu = held_cpu;
+			e->held_gen = held_gen;
 			e->_pad = 0;
 			bpf_ringbuf_submit(e, wakeup_flags());
 		} else {
@@ -652,6 +813,16 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 	}
 	if (newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&conns, &key);
+	return 0;
+}
+
+/* A thread stops running on this CPU (it blocks, is preempted, or exits):
+ * the events it held go now. Every context switch of the machine runs it; it
+ * tests one per-CPU word. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(rastro_switch, bool preempt)
+{
+	flush_cpu();
 	return 0;
 }
 

@@ -26,6 +26,7 @@ enum rastro_event_type {
 	RASTRO_EV_FORK = 4,   /* a traced process forked a new process */
 	RASTRO_EV_EXIT = 5,   /* a traced process exited */
 	RASTRO_EV_LISTEN = 6, /* any process started listening on a TCP port */
+	RASTRO_EV_BATCH = 7,  /* data events of one thread, held back and delivered together */
 };
 
 enum rastro_direction {
@@ -53,6 +54,11 @@ enum rastro_syscall {
 	RASTRO_SYS__COUNT,
 };
 
+/* Bytes of data events (each with its payload, padded to 8) a CPU holds back
+ * for one RASTRO_EV_BATCH record. Power of two: the verifier bounds the
+ * offset of the next event with it. */
+#define RASTRO_HOLD_BYTES 4096
+
 /* Data event flags. */
 #define RASTRO_DATA_F_NO_CONN_STATE (1u << 0) /* conn map full or socket closed: weak conn_id */
 #define RASTRO_DATA_F_IOV_LIMIT (1u << 1)     /* more iovecs than copied */
@@ -70,6 +76,7 @@ enum rastro_loss_cause {
 	RASTRO_LOSS_TRACED_MAP_FULL,    /* a forked child could not be traced */
 	RASTRO_STAT_TRUNCATED,          /* events whose payload was cut at the capture limit */
 	RASTRO_STAT_DATA_EVENTS,        /* data events delivered */
+	RASTRO_STAT_DATA_RECORDS,       /* ring buffer records that carried them */
 	RASTRO_STAT__COUNT,
 };
 
@@ -106,10 +113,31 @@ struct rastro_data_event {
 	/* followed by `captured` bytes of payload */
 };
 
+/* Data events of one thread on one connection, delivered in one ring buffer
+ * record: `count` struct rastro_data_event, each followed by its payload and
+ * padded to a multiple of 8 bytes, `len` bytes in all. */
+struct rastro_batch_event {
+	struct rastro_event_hdr hdr; /* tgid of the events; ts_ns of the last */
+	__u32 count;
+	__u32 len;
+	__u32 cpu;  /* the CPU that held them */
+	__u32 gen;  /* that CPU's batch number (see rastro_close_event) */
+};
+
+/* CPUs whose events can be held back: rastro_conn.held_cpu is 16 bits, and
+ * the batch numbers of the CPUs are an array of this size. */
+#define RASTRO_HOLD_CPUS 1024
+
 struct rastro_close_event {
 	struct rastro_event_hdr hdr;
 	__u64 conn_id;
 	__u32 flags;       /* RASTRO_CLOSE_F_* */
+	/* Data of this connection may still be held back by another CPU (a
+	 * peer's reset ends it from there): CPU held_cpu - 1, in its batch
+	 * held_gen. The agent ends the connection once it has read that batch
+	 * (or a later one of that CPU). 0: nothing held elsewhere. */
+	__u32 held_cpu;
+	__u32 held_gen;
 	__u32 _pad;
 };
 
@@ -134,10 +162,10 @@ struct rastro_conn {
 	__u32 tgid;        /* the process that created the entry */
 	__u8 role;
 	__u8 fin_notified;
-	__u16 _pad;
+	__u16 held_cpu;    /* 1 + the CPU that last held an event of it back, or 0 */
 	struct rastro_tuple tuple;
 	__u32 service_id;  /* tgid's traced-map value when the entry was made */
-	__u32 _pad2;
+	__u32 held_gen;    /* in that CPU's batch number held_gen */
 };
 
 #endif

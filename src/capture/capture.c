@@ -42,6 +42,7 @@ static const char *const stat_names[RASTRO_STAT__COUNT] = {
 	[RASTRO_LOSS_TRACED_MAP_FULL] = "traced_map_full",
 	[RASTRO_STAT_TRUNCATED] = "truncated",
 	[RASTRO_STAT_DATA_EVENTS] = "data_events",
+	[RASTRO_STAT_DATA_RECORDS] = "data_records",
 };
 
 const char *capture__stat_name(int idx)
@@ -205,6 +206,8 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	bpf_program__set_autoload(cap->skel->progs.rastro_sys_exit, !socket_hooks);
 	bpf_program__set_autoload(cap->skel->progs.rastro_sock_send, socket_hooks);
 	bpf_program__set_autoload(cap->skel->progs.rastro_sock_recv, socket_hooks);
+	/* Only the socket hooks hold events back (rastro.bpf.c, hold_begin). */
+	bpf_program__set_autoload(cap->skel->progs.rastro_switch, socket_hooks);
 	bpf_map__set_max_entries(cap->skel->maps.events, cfg->ring_buffer_bytes);
 	bpf_map__set_max_entries(cap->skel->maps.conns, cfg->max_connections);
 	bpf_map__set_max_entries(cap->skel->maps.traced, cfg->max_processes);
@@ -239,6 +242,7 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 		{cap->skel->progs.rastro_exec, &cap->skel->links.rastro_exec},
 		{cap->skel->progs.rastro_fork, &cap->skel->links.rastro_fork},
 		{cap->skel->progs.rastro_exit, &cap->skel->links.rastro_exit},
+		{cap->skel->progs.rastro_switch, &cap->skel->links.rastro_switch},
 	};
 	for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
 		if (!bpf_program__autoload(progs[i].prog))
@@ -261,7 +265,9 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes +
 			 (uint64_t)cfg->max_connections * (sizeof(struct rastro_conn) + 8 + 64) +
 			 (uint64_t)cfg->max_processes * (sizeof(struct rastro_traced) + 4 + 64) +
-			 (uint64_t)cap->ncpus * (8 + sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX) +
+			 (uint64_t)cap->ncpus * (8 + sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX +
+						 8 + sizeof(struct rastro_batch_event) + RASTRO_HOLD_BYTES +
+						 sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX) +
 			 sizeof(cap->skel->bss->traced_bits);
 	log_info("data hooks: %s", socket_hooks
 		 ? "sock_send_length/sock_recv_length (socket I/O only)"

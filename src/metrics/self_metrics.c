@@ -52,6 +52,12 @@ static void collect_pipeline(const struct self_stats *st, struct self_family *f,
 	sample(f, st->kernel[RASTRO_STAT_DATA_EVENTS]);
 	emit(f, fn, ctx);
 
+	begin(f, "rastro_event_records_received",
+	      "Ring buffer records that carried the data events (one holds a thread's run of "
+	      "events, up to 4 KiB).", "{record}", true);
+	sample(f, st->kernel[RASTRO_STAT_DATA_RECORDS]);
+	emit(f, fn, ctx);
+
 	begin(f, "rastro_events_lost",
 	      "Events lost, by where (kernel: never delivered; parser: dropped or cut short "
 	      "by a protocol parser) and cause.",

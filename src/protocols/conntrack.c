@@ -71,6 +71,16 @@ struct conntrack {
 	void *switch_state;
 	uint32_t switch_offset;
 	struct conntrack_stats stats;
+	/* Per CPU, 1 + the number of the last batch read (0: none yet). */
+	uint32_t *batch_seen;
+	uint32_t batch_cpus;
+	/* Ends that wait for a CPU's batch (rastro_close_event.held_cpu): few,
+	 * and only while a peer's reset races the thread that held its data. */
+	struct pending_close {
+		uint64_t conn_id, ts, since_ns;
+		uint32_t cpu, gen;
+	} *pending;
+	uint32_t npending, cap_pending;
 };
 
 static const char *const counter_names[CONN__COUNTERS] = {
@@ -344,15 +354,83 @@ void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev
 		proto_feed(c, &ch);
 }
 
+/* Whether batch gen of cpu has been read (numbers wrap: compared by their
+ * difference). */
+static bool batch_read(const struct conntrack *ct, uint32_t cpu, uint32_t gen)
+{
+	return cpu < ct->batch_cpus && ct->batch_seen[cpu] &&
+	       (int32_t)(ct->batch_seen[cpu] - 1 - gen) >= 0;
+}
+
+static void end_conn(struct conntrack *ct, uint64_t conn_id, uint64_t ts)
+{
+	struct conn *c = u64map__get(&ct->conns, conn_id);
+	if (c)
+		conn_destroy(ct, c, ts);
+}
+
 void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev)
 {
-	struct conn *c = u64map__get(&ct->conns, ev->conn_id);
-	if (c)
-		conn_destroy(ct, c, ev->hdr.ts_ns);
+	uint32_t cpu = ev->held_cpu - 1;
+	if (!ev->held_cpu || batch_read(ct, cpu, ev->held_gen)) {
+		end_conn(ct, ev->conn_id, ev->hdr.ts_ns);
+		return;
+	}
+	if (ct->npending == ct->cap_pending) {
+		uint32_t cap = ct->cap_pending ? 2 * ct->cap_pending : 16;
+		struct pending_close *p = realloc(ct->pending, cap * sizeof(*p));
+		if (!p) { /* ends now: its last events may make it anew */
+			end_conn(ct, ev->conn_id, ev->hdr.ts_ns);
+			return;
+		}
+		ct->pending = p;
+		ct->cap_pending = cap;
+	}
+	log_debug("connection %llu ends once CPU %u's batch %u is read",
+		  (unsigned long long)ev->conn_id, cpu, ev->held_gen);
+	ct->pending[ct->npending++] = (struct pending_close){
+		.conn_id = ev->conn_id, .ts = ev->hdr.ts_ns, .since_ns = ev->hdr.ts_ns,
+		.cpu = cpu, .gen = ev->held_gen};
+}
+
+void conntrack__on_batch(struct conntrack *ct, uint32_t cpu, uint32_t gen)
+{
+	if (cpu >= ct->batch_cpus) {
+		if (cpu >= RASTRO_HOLD_CPUS)
+			return;
+		uint32_t n = cpu + 1 < 64 ? 64 : cpu + 1;
+		uint32_t *s = realloc(ct->batch_seen, n * sizeof(*s));
+		if (!s)
+			return; /* pending ends of it wait for the expiry */
+		memset(s + ct->batch_cpus, 0, (n - ct->batch_cpus) * sizeof(*s));
+		ct->batch_seen = s;
+		ct->batch_cpus = n;
+	}
+	ct->batch_seen[cpu] = gen + 1;
+	for (uint32_t i = 0; i < ct->npending;) {
+		struct pending_close *p = &ct->pending[i];
+		if (p->cpu == cpu && batch_read(ct, cpu, p->gen)) {
+			uint64_t id = p->conn_id, ts = p->ts;
+			*p = ct->pending[--ct->npending];
+			end_conn(ct, id, ts);
+		} else {
+			i++;
+		}
+	}
 }
 
 void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns)
 {
+	for (uint32_t i = 0; i < ct->npending;) {
+		struct pending_close *p = &ct->pending[i];
+		if (p->since_ns + 1000000000ull < now_ns) {
+			uint64_t id = p->conn_id, ts = p->ts;
+			*p = ct->pending[--ct->npending];
+			end_conn(ct, id, ts);
+		} else {
+			i++;
+		}
+	}
 	while (ct->lru_head && ct->lru_head->last_ns + idle_ns < now_ns) {
 		log_debug("connection %llu idle for long: forgotten",
 			  (unsigned long long)ct->lru_head->id);
@@ -399,5 +477,7 @@ void conntrack__free(struct conntrack *ct)
 		conn_destroy(ct, c, 0);
 	}
 	u64map__free(&ct->conns);
+	free(ct->batch_seen);
+	free(ct->pending);
 	free(ct);
 }

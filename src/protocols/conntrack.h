@@ -30,8 +30,14 @@ void conntrack__free(struct conntrack *ct);
 
 void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev,
 			const char *payload);
+/* A connection's end: at once, or once the batch of held events it names
+ * is read (conntrack__on_batch). */
 void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev);
-/* Closes connections without events for idle_ns (their close was missed). */
+/* After the events of batch gen of CPU cpu: the ends that waited for it. */
+void conntrack__on_batch(struct conntrack *ct, uint32_t cpu, uint32_t gen);
+/* Closes connections without events for idle_ns (their close was missed),
+ * and those whose end waited for a batch for more than a second (the batch
+ * was lost: counted as ringbuf_full). */
 void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns);
 /* Closes every connection (at shutdown), reporting what is pending. */
 void conntrack__close_all(struct conntrack *ct, uint64_t now_ns);
