@@ -817,12 +817,14 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 }
 
 /* A thread stops running on this CPU (it blocks, is preempted, or exits):
- * the events it held go now. Every context switch of the machine runs it; it
- * tests one per-CPU word. */
+ * the events it held go now. Every context switch of the machine runs it:
+ * held events are always those of the thread switched out, so the traced
+ * bit of its process answers first, as it does for socket I/O. */
 SEC("tp_btf/sched_switch")
-int BPF_PROG(rastro_switch, bool preempt)
+int BPF_PROG(rastro_switch, bool preempt, struct task_struct *prev)
 {
-	flush_cpu();
+	if (traced_bit(prev->tgid))
+		flush_cpu();
 	return 0;
 }
 
