@@ -393,6 +393,23 @@ void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *
 		.cpu = cpu, .gen = ev->held_gen};
 }
 
+/* Ends the connections that waited for a batch of cpu now read, or for more
+ * than a second by now_ns (that batch was lost). */
+static void end_pending(struct conntrack *ct, uint32_t cpu, uint64_t now_ns)
+{
+	for (uint32_t i = 0; i < ct->npending;) {
+		struct pending_close *p = &ct->pending[i];
+		if ((p->cpu == cpu && batch_read(ct, cpu, p->gen)) ||
+		    p->since_ns + 1000000000ull < now_ns) {
+			uint64_t id = p->conn_id, ts = p->ts;
+			*p = ct->pending[--ct->npending];
+			end_conn(ct, id, ts);
+		} else {
+			i++;
+		}
+	}
+}
+
 void conntrack__on_batch(struct conntrack *ct, uint32_t cpu, uint32_t gen)
 {
 	if (cpu >= ct->batch_cpus) {
@@ -407,30 +424,12 @@ void conntrack__on_batch(struct conntrack *ct, uint32_t cpu, uint32_t gen)
 		ct->batch_cpus = n;
 	}
 	ct->batch_seen[cpu] = gen + 1;
-	for (uint32_t i = 0; i < ct->npending;) {
-		struct pending_close *p = &ct->pending[i];
-		if (p->cpu == cpu && batch_read(ct, cpu, p->gen)) {
-			uint64_t id = p->conn_id, ts = p->ts;
-			*p = ct->pending[--ct->npending];
-			end_conn(ct, id, ts);
-		} else {
-			i++;
-		}
-	}
+	end_pending(ct, cpu, 0);
 }
 
 void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns)
 {
-	for (uint32_t i = 0; i < ct->npending;) {
-		struct pending_close *p = &ct->pending[i];
-		if (p->since_ns + 1000000000ull < now_ns) {
-			uint64_t id = p->conn_id, ts = p->ts;
-			*p = ct->pending[--ct->npending];
-			end_conn(ct, id, ts);
-		} else {
-			i++;
-		}
-	}
+	end_pending(ct, UINT32_MAX, now_ns);
 	while (ct->lru_head && ct->lru_head->last_ns + idle_ns < now_ns) {
 		log_debug("connection %llu idle for long: forgotten",
 			  (unsigned long long)ct->lru_head->id);

@@ -111,8 +111,10 @@ def test_a_requests_events_travel_in_one_record(rastro, servers, tmp_path, hooks
         assert n <= records <= 1.6 * n, (events, records)
 
 
-RESET_SERVER = r"""
-import socket, struct, sys
+# A server on port argv[1] that reads each connection's request; the
+# scripts below go on from there.
+ACCEPT_LOOP = r"""
+import socket, struct, sys, time
 ls = socket.socket()
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("127.0.0.1", int(sys.argv[1])))
@@ -120,7 +122,9 @@ ls.listen(16)
 while True:
     c, _ = ls.accept()
     c.recv(4096)
-    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+"""
+
+RESET_SERVER = ACCEPT_LOOP + r"""    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     # SO_LINGER 0: close() sends a reset; the bytes above stay readable
     # in the client's receive queue after its socket is closed.
     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -168,16 +172,7 @@ def test_data_read_after_a_reset_leaves_no_state(rastro, servers, tmp_path, hook
         cli.wait()
 
 
-BUSY_SERVER = r"""
-import socket, sys, time
-ls = socket.socket()
-ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", int(sys.argv[1])))
-ls.listen(16)
-while True:
-    c, _ = ls.accept()
-    c.recv(4096)
-    time.sleep(0.01)  # blocks: the request is delivered
+BUSY_SERVER = ACCEPT_LOOP + r"""    time.sleep(0.01)  # blocks: the request is delivered
     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     # Computes, without a syscall, while the client reads and resets: the
     # response's event is still held on this thread's CPU.
