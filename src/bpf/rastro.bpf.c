@@ -242,16 +242,18 @@ static __always_inline struct sock *fd_to_tcp_sock(__u64 fd)
 	return sk;
 }
 
+/* sk is a BTF pointer in every caller: its fields are read with plain loads
+ * (the verifier makes them fault-safe), not with a helper call each. */
 static __always_inline void read_tuple(struct sock *sk, struct rastro_tuple *t)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 
 	t->family = family;
-	t->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	t->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	t->local_port = sk->__sk_common.skc_num;
+	t->remote_port = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (family == AF_INET) {
-		__u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__u32 r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__u32 l = sk->__sk_common.skc_rcv_saddr;
+		__u32 r = sk->__sk_common.skc_daddr;
 		t->local_addr[10] = 0xff;
 		t->local_addr[11] = 0xff;
 		t->remote_addr[10] = 0xff;
@@ -259,8 +261,8 @@ static __always_inline void read_tuple(struct sock *sk, struct rastro_tuple *t)
 		__builtin_memcpy(&t->local_addr[12], &l, 4);
 		__builtin_memcpy(&t->remote_addr[12], &r, 4);
 	} else {
-		BPF_CORE_READ_INTO(&t->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&t->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(t->local_addr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(t->remote_addr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 	}
 }
 
@@ -270,8 +272,8 @@ static __always_inline void read_tuple(struct sock *sk, struct rastro_tuple *t)
  * at connect()'s SYN_SENT, before it is bound. */
 static __always_inline bool conn_is_sk(const struct rastro_conn *c, struct sock *sk)
 {
-	return c->tuple.remote_port == bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) &&
-	       (!c->tuple.local_port || c->tuple.local_port == BPF_CORE_READ(sk, __sk_common.skc_num));
+	return c->tuple.remote_port == bpf_ntohs(sk->__sk_common.skc_dport) &&
+	       (!c->tuple.local_port || c->tuple.local_port == sk->__sk_common.skc_num);
 }
 
 /* Connection state for sk, created on first sight with role and the
@@ -530,7 +532,7 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 	 * process's (the agent, too, names a connection's service once, at
 	 * its first event). */
 	struct rastro_conn *c = NULL;
-	bool open = BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE;
+	bool open = sk->__sk_common.skc_state != TCP_CLOSE;
 	if (open) {
 		__u64 key = (__u64)sk;
 		c = bpf_map_lookup_elem(&conns, &key);
