@@ -152,10 +152,15 @@ struct scratch {
 	 * preemption inside it leaves them alone. */
 	__u32 busy;
 	__u32 cpu1; /* 1 + this CPU's number, once known */
+	/* The last held event: its offset in held, and its socket. */
+	__u32 last_off;
+	__u32 _pad2;
+	__u64 last_sk;
 	/* The data events of the thread running on this CPU, held back: batch
-	 * and the first batch.len bytes of held are delivered as one record.
-	 * An event starts at an offset masked below RASTRO_HOLD_BYTES and its
-	 * payload is copied as into data above, hence the room after it. */
+	 * and the first batch.len bytes of held (right after it) are delivered
+	 * as one record. An event starts at an offset masked below
+	 * RASTRO_HOLD_BYTES and its payload is copied as into data above, hence
+	 * the room after it. */
 	struct rastro_batch_event batch;
 	__u8 held[RASTRO_HOLD_BYTES + sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX];
 };
@@ -498,7 +503,7 @@ static __always_inline struct rastro_data_event *hold_begin(struct scratch *s, _
 /* Adds the event hold_begin placed (size bytes with its payload) to the held
  * ones, and delivers them all unless hold. */
 static __always_inline void hold_commit(struct scratch *s, struct rastro_data_event *ev, __u32 size,
-					bool hold)
+					struct sock *sk, bool hold)
 {
 	if (!s->batch.count) {
 		s->batch.hdr.type = RASTRO_EV_BATCH;
@@ -506,12 +511,45 @@ static __always_inline void hold_commit(struct scratch *s, struct rastro_data_ev
 		s->batch.hdr.tgid = ev->hdr.tgid;
 	}
 	s->batch.hdr.ts_ns = ev->hdr.ts_ns;
+	s->last_off = s->batch.len;
+	s->last_sk = (__u64)sk;
 	s->batch.count++;
 	s->batch.len += (size + 7) & ~7u;
 	if (!hold)
 		flush_held(s);
 	barrier();
 	s->busy = 0;
+}
+
+/*
+ * A sendfile() that continues the last held event, on the same socket and in
+ * the same direction, with no byte between them: a server's headers by
+ * writev() then its body from a file (nginx, Apache). The file's bytes are
+ * never captured, so that event grows by them and now ends at this time;
+ * one event less to deliver, without a map lookup. Never a client's request
+ * (it went out at once, held events are delivered first: see hold_begin).
+ */
+static __always_inline bool merge_sendfile(struct scratch *s, struct sock *sk, __u32 seq,
+					   __u32 moved)
+{
+	if (!socket_hooks || s->busy || !s->batch.count || s->last_sk != (__u64)sk)
+		return false;
+	s->busy = 1;
+	barrier();
+	bool merged = false;
+	struct rastro_data_event *prev =
+		(struct rastro_data_event *)&s->held[s->last_off & (RASTRO_HOLD_BYTES - 1)];
+	if (s->batch.count && s->last_sk == (__u64)sk && prev->direction == RASTRO_DIR_EGRESS &&
+	    prev->seq + prev->bytes == seq && prev->bytes + moved > prev->bytes) {
+		prev->bytes += moved;
+		prev->hdr.ts_ns = bpf_ktime_get_ns();
+		s->batch.hdr.ts_ns = prev->hdr.ts_ns;
+		stat_inc(RASTRO_STAT_DATA_MERGED);
+		merged = true;
+	}
+	barrier();
+	s->busy = 0;
+	return merged;
 }
 
 /* Reports `moved` bytes that process tgid (its traced bit is set) moved on
@@ -523,6 +561,22 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 	__u32 zero = 0, service_id;
 	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!s)
+		return 0;
+
+	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	__u32 seq_after = direction == RASTRO_DIR_EGRESS ? tp->write_seq : tp->copied_seq;
+	/* A read that consumed the peer's FIN advanced copied_seq one past the
+	 * data (the FIN takes a sequence number): then everything up to rcv_nxt
+	 * is consumed and the receive side is shut down. */
+	if (direction == RASTRO_DIR_INGRESS && (sk->sk_shutdown & RCV_SHUTDOWN) &&
+	    seq_after == tp->rcv_nxt)
+		seq_after--;
+
+	/* 32-bit copy through a barrier: clang otherwise reuses the 64-bit
+	 * return value, whose bounds the verifier cannot see. */
+	__u32 moved = ret;
+	barrier_var(moved);
+	if (a->syscall == RASTRO_SYS_SENDFILE && merge_sendfile(s, sk, seq_after - moved, moved))
 		return 0;
 
 	/* A socket already closed (data read after a reset, sent after the
@@ -549,19 +603,6 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 		if (open)
 			c = conn_get(sk, tgid, service_id, role, false);
 	}
-	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
-	__u32 seq_after = direction == RASTRO_DIR_EGRESS ? tp->write_seq : tp->copied_seq;
-	/* A read that consumed the peer's FIN advanced copied_seq one past the
-	 * data (the FIN takes a sequence number): then everything up to rcv_nxt
-	 * is consumed and the receive side is shut down. */
-	if (direction == RASTRO_DIR_INGRESS && (sk->sk_shutdown & RCV_SHUTDOWN) &&
-	    seq_after == tp->rcv_nxt)
-		seq_after--;
-
-	/* 32-bit copy through a barrier: clang otherwise reuses the 64-bit
-	 * return value, whose bounds the verifier cannot see. */
-	__u32 moved = ret;
-	barrier_var(moved);
 	__u32 want = 0;
 	if (a->buf || a->iov)
 		want = moved < capture_bytes ? moved : capture_bytes;
@@ -616,7 +657,7 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 
 	__u32 size = sizeof(*ev) + captured;
 	if (held)
-		hold_commit(s, ev, size,
+		hold_commit(s, ev, size, sk,
 			    !(direction == RASTRO_DIR_EGRESS && c && c->role == RASTRO_ROLE_CLIENT));
 	else
 		output_one(s, ev, size);

@@ -77,6 +77,7 @@ enum rastro_loss_cause {
 	RASTRO_STAT_TRUNCATED,          /* events whose payload was cut at the capture limit */
 	RASTRO_STAT_DATA_EVENTS,        /* data events delivered */
 	RASTRO_STAT_DATA_RECORDS,       /* ring buffer records that carried them */
+	RASTRO_STAT_DATA_MERGED,        /* sendfile()s added to the held event before them */
 	RASTRO_STAT__COUNT,
 };
 

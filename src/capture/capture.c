@@ -43,6 +43,7 @@ static const char *const stat_names[RASTRO_STAT__COUNT] = {
 	[RASTRO_STAT_TRUNCATED] = "truncated",
 	[RASTRO_STAT_DATA_EVENTS] = "data_events",
 	[RASTRO_STAT_DATA_RECORDS] = "data_records",
+	[RASTRO_STAT_DATA_MERGED] = "data_merged",
 };
 
 const char *capture__stat_name(int idx)

@@ -58,6 +58,12 @@ static void collect_pipeline(const struct self_stats *st, struct self_family *f,
 	sample(f, st->kernel[RASTRO_STAT_DATA_RECORDS]);
 	emit(f, fn, ctx);
 
+	begin(f, "rastro_events_merged",
+	      "sendfile() calls added to the event before them on the same socket: their bytes "
+	      "continue it (not a loss).", "{event}", true);
+	sample(f, st->kernel[RASTRO_STAT_DATA_MERGED]);
+	emit(f, fn, ctx);
+
 	begin(f, "rastro_events_lost",
 	      "Events lost, by where (kernel: never delivered; parser: dropped or cut short "
 	      "by a protocol parser) and cause.",

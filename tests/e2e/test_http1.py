@@ -368,6 +368,7 @@ events {{ worker_connections 1024; }}
 http {{
     access_log off;
     sendfile on;
+    tcp_nopush on;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
