@@ -42,7 +42,8 @@ struct ctx {
 	bool done;               /* finished: in the done list, not the live one */
 	uint32_t pid, tid;
 	/* Registered in the link index under this key: as the client end of a
-	 * connection (client), or as a server waiting for its client end. */
+	 * connection (client, until freed), or as a server waiting for its
+	 * client end (until it finishes). */
 	uint64_t link_key;
 	uint64_t last_ns;
 	struct ctx *prev, *next; /* in its list (live or done), oldest first */
@@ -599,6 +600,15 @@ void traces__finish(struct traces *t, struct request *r)
 	r->trace_flags = r->sampled ? 1 : 0;
 	if (!r->sampled)
 		t->stats.sampled_out++;
+	/* A server still waiting for its client end's event stops waiting: its
+	 * span goes out now with the parent it has, which a later client event
+	 * could not change. Its slot was touched when it started (in cache),
+	 * where the free 100 ms later would miss; and the index holds only the
+	 * servers in flight and the clients. */
+	if (c->server && c->link_key) {
+		index_remove(&t->links, c->link_key, c);
+		c->link_key = 0;
+	}
 	/* The thread is done serving it (unless it already took a newer one). */
 	if (c->in_threads) {
 		unindex(&t->threads, c->tid, c);

@@ -152,18 +152,31 @@ static void test_finished_contexts_freed(void)
 	CHECK(st.contexts >= 1999 && st.contexts <= 2002);
 	CHECK_INT(st.contexts_evicted, 0);
 
-	/* The client end of a finished server, 50 ms late: still linked. */
+	/* The server end of a finished client, 50 ms late: still linked. */
 	ts += 2 * NS;
-	start(t, &srv, REQ_HTTP_SERVER, 1, ts);
-	traces__finish(t, &srv);
-	start(t, &cli, REQ_HTTP_CLIENT, 1, ts + 50 * ms);
+	start(t, &cli, REQ_HTTP_CLIENT, 1, ts);
 	traces__finish(t, &cli);
+	start(t, &srv, REQ_HTTP_SERVER, 1, ts + 50 * ms);
+	traces__finish(t, &srv);
+	CHECK(srv.has_parent && !memcmp(srv.parent_span_id, cli.span_id, 8));
+	CHECK(!memcmp(srv.trace_id, cli.trace_id, 16));
 	traces__stats(t, &st);
 	CHECK_INT(st.linked_remote, 1);
-	/* 150 ms late: the server's context is gone, the client starts a trace. */
-	start(t, &srv, REQ_HTTP_SERVER, 2, ts + 200 * ms);
+	/* 150 ms late: the client's context is gone, the server starts a trace. */
+	start(t, &cli, REQ_HTTP_CLIENT, 2, ts + 200 * ms);
+	traces__finish(t, &cli);
+	start(t, &srv, REQ_HTTP_SERVER, 2, ts + 351 * ms);
 	traces__finish(t, &srv);
-	start(t, &cli, REQ_HTTP_CLIENT, 2, ts + 351 * ms);
+	CHECK(!srv.has_parent);
+	traces__stats(t, &st);
+	CHECK_INT(st.linked_remote, 1);
+	/* The client end of a finished server: the server's span went out at
+	 * its end, a root, and stopped waiting; the client is not made its
+	 * parent after the fact (nor counted as linked). */
+	start(t, &srv, REQ_HTTP_SERVER, 3, ts + 400 * ms);
+	traces__finish(t, &srv);
+	CHECK(!srv.has_parent);
+	start(t, &cli, REQ_HTTP_CLIENT, 3, ts + 401 * ms);
 	traces__finish(t, &cli);
 	CHECK(!cli.has_parent);
 	traces__stats(t, &st);
