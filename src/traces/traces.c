@@ -17,7 +17,10 @@
  * still running, which otherwise fall back to the copy of the trace id they
  * took at their start. Freed this early, a server at tens of thousands of
  * requests per second holds a fraction of a second of contexts, recycled
- * while still in the CPU's cache, instead of MAX_CONTEXTS cold ones. */
+ * while still in the CPU's cache, instead of MAX_CONTEXTS cold ones. A
+ * finished server that no context names as its parent is needed by nothing
+ * (its client end's event can no longer change its span: traces__finish) and
+ * is freed at once. */
 #define DONE_GRACE_NS (100ull * 1000000ull)
 #define MAX_CONTEXTS 32768
 #define MAX_DEPTH 64
@@ -40,6 +43,8 @@ struct ctx {
 	bool server;
 	bool in_threads;         /* put in the serving-thread map, not yet taken out */
 	bool done;               /* finished: in the done list, not the live one */
+	uint16_t children;       /* contexts whose parent it is, not yet freed
+				  * (UINT16_MAX: that many or more, for good) */
 	uint32_t pid, tid;
 	/* Registered in the link index under this key: as the client end of a
 	 * connection (client, until freed), or as a server waiting for its
@@ -315,8 +320,18 @@ static void index_remove(struct index *ix, uint64_t key, const struct ctx *c)
 	ix->count--;
 }
 
+/* c's parent's context, if c has one and it is still that context. */
+static struct ctx *local_parent(const struct ctx *c)
+{
+	struct ctx *p = c->parent;
+	return p && c->parent_span_id && p->span_id == c->parent_span_id ? p : NULL;
+}
+
 static void ctx_free(struct traces *t, struct ctx *c)
 {
+	struct ctx *p = local_parent(c);
+	if (p && p->children && p->children != UINT16_MAX)
+		p->children--;
 	if (c->link_key)
 		index_remove(&t->links, c->link_key, c);
 	if (c->in_threads)
@@ -451,6 +466,11 @@ static void make_root(struct traces *t, struct ctx *c)
 
 static void set_parent(struct traces *t, struct ctx *c, struct ctx *parent)
 {
+	struct ctx *old = local_parent(c);
+	if (old && old->children && old->children != UINT16_MAX)
+		old->children--;
+	if (parent->children != UINT16_MAX)
+		parent->children++;
 	c->parent_span_id = parent->span_id;
 	c->parent = parent;
 	memcpy(c->trace_id, root_of(t, parent)->trace_id, 16); /* fallback if it expires */
@@ -614,6 +634,10 @@ void traces__finish(struct traces *t, struct request *r)
 		unindex(&t->threads, c->tid, c);
 		c->in_threads = false;
 	}
+	/* A server that is no context's parent is needed by nothing now: freed
+	 * while its lines are in cache, not after the grace. */
+	if (c->server && !c->link_key && !c->children)
+		ctx_free(t, c);
 }
 
 void traces__expire(struct traces *t, uint64_t now_ns)

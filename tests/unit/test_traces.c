@@ -142,10 +142,19 @@ static void test_finished_contexts_freed(void)
 	const uint64_t ms = 1000000ull;
 	uint64_t ts = 10 * NS;
 
-	/* 20,000 requests at 20,000 per second, each finished: about 100 ms of
-	 * them are held, not the 32,768 of the cap. */
+	/* 20,000 server requests at 20,000 per second, each finished, none a
+	 * parent: each is freed as it finishes. */
 	for (uint32_t n = 0; n < 20000; n++) {
 		start(t, &other, REQ_HTTP_SERVER, n, ts + n * 50000ull);
+		traces__finish(t, &other);
+	}
+	traces__stats(t, &st);
+	CHECK_INT(st.contexts, 0);
+	/* 20,000 client requests the same way: about 100 ms of them are held
+	 * (for their server ends' events), not the 32,768 of the cap. */
+	ts += 2 * NS;
+	for (uint32_t n = 0; n < 20000; n++) {
+		start(t, &other, REQ_HTTP_CLIENT, n, ts + n * 50000ull);
 		traces__finish(t, &other);
 	}
 	traces__stats(t, &st);
@@ -194,6 +203,8 @@ static void test_finished_contexts_freed(void)
 	child.started = true;
 	traces__start(t, &child);
 	traces__finish(t, &srv);
+	traces__stats(t, &st);
+	CHECK_INT(st.contexts, 2); /* srv, a parent, is kept for its grace */
 	for (uint32_t n = 0; n < 100; n++) { /* recycle the memory of srv's */
 		start(t, &other, REQ_HTTP_SERVER, 100 + n, ts + 200 * ms + n);
 		traces__finish(t, &other);
@@ -211,7 +222,7 @@ static void test_finished_contexts_freed(void)
 	traces__stats(t, &st);
 	CHECK_INT(st.contexts, 1);
 	/* A later request's end moves event time on: the child goes too. */
-	start(t, &other, REQ_HTTP_SERVER, 999, ts + 700 * ms);
+	start(t, &other, REQ_HTTP_CLIENT, 999, ts + 700 * ms);
 	traces__finish(t, &other);
 	traces__expire(t, ts + 10 * NS);
 	traces__stats(t, &st);
