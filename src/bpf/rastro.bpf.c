@@ -563,22 +563,6 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 	if (!s)
 		return 0;
 
-	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
-	__u32 seq_after = direction == RASTRO_DIR_EGRESS ? tp->write_seq : tp->copied_seq;
-	/* A read that consumed the peer's FIN advanced copied_seq one past the
-	 * data (the FIN takes a sequence number): then everything up to rcv_nxt
-	 * is consumed and the receive side is shut down. */
-	if (direction == RASTRO_DIR_INGRESS && (sk->sk_shutdown & RCV_SHUTDOWN) &&
-	    seq_after == tp->rcv_nxt)
-		seq_after--;
-
-	/* 32-bit copy through a barrier: clang otherwise reuses the 64-bit
-	 * return value, whose bounds the verifier cannot see. */
-	__u32 moved = ret;
-	barrier_var(moved);
-	if (a->syscall == RASTRO_SYS_SENDFILE && merge_sendfile(s, sk, seq_after - moved, moved))
-		return 0;
-
 	/* A socket already closed (data read after a reset, sent after the
 	 * peer's) gets no state: the close hook that frees it has run. The
 	 * connection's entry keeps the service of the process that made it:
@@ -603,6 +587,19 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 		if (open)
 			c = conn_get(sk, tgid, service_id, role, false);
 	}
+	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	__u32 seq_after = direction == RASTRO_DIR_EGRESS ? tp->write_seq : tp->copied_seq;
+	/* A read that consumed the peer's FIN advanced copied_seq one past the
+	 * data (the FIN takes a sequence number): then everything up to rcv_nxt
+	 * is consumed and the receive side is shut down. */
+	if (direction == RASTRO_DIR_INGRESS && (sk->sk_shutdown & RCV_SHUTDOWN) &&
+	    seq_after == tp->rcv_nxt)
+		seq_after--;
+
+	/* 32-bit copy through a barrier: clang otherwise reuses the 64-bit
+	 * return value, whose bounds the verifier cannot see. */
+	__u32 moved = ret;
+	barrier_var(moved);
 	__u32 want = 0;
 	if (a->buf || a->iov)
 		want = moved < capture_bytes ? moved : capture_bytes;
@@ -779,6 +776,13 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 	struct io_args a;
 	if (!decode_io(regs, SYSCALL_NR(regs), &a) || a.direction != direction)
 		return 0;
+	if (direction == RASTRO_DIR_EGRESS && a.syscall == RASTRO_SYS_SENDFILE) {
+		__u32 zero = 0;
+		struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+		struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+		if (s && merge_sendfile(s, sk, tp->write_seq - ret, ret))
+			return 0;
+	}
 	/* No accept() is seen here: connect() marks the client side
 	 * (rastro_sock_state); an accepted connection is left to the parsers,
 	 * as one that predates rastro. */
