@@ -63,6 +63,11 @@ void app__trace(struct app *app, struct request *r)
 	traces__finish(app->traces, r);
 }
 
+void app__trace_drop(struct app *app, struct request *r)
+{
+	traces__drop(app->traces, r);
+}
+
 /* ==== span export: batching, OTLP encoding, OTLP/HTTP client ==== */
 
 /* SIGTERM must see everything flushed within 5 s; this leaves room for the

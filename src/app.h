@@ -73,6 +73,8 @@ bool app__route(struct app *app, struct request *r);
 void app__trace_start(struct app *app, struct request *r);
 /* A request finished: trace id, parent and sampling are final. */
 void app__trace(struct app *app, struct request *r);
+/* A request that is not reported lets go of its trace context. */
+void app__trace_drop(struct app *app, struct request *r);
 /* Adds r to the RED metrics. */
 void app__measure(struct app *app, struct request *r);
 /* Queues r's span for OTLP export (sampled records only). */

@@ -59,8 +59,12 @@ static void on_request_start(void *ctx, struct request *r)
 static void on_request(void *ctx, struct request *r)
 {
 	struct app *app = ctx;
-	if (!app__route(app, r))
-		return; /* routes.ignored_patterns */
+	if (!app__route(app, r)) {
+		/* routes.ignored_patterns: its trace context goes now, not after
+		 * the 60 s link window (a busy health check would fill the cap) */
+		app__trace_drop(app, r);
+		return;
+	}
 	app__trace(app, r);
 	if (app->cfg.trace_printer != PRINTER_DISABLED) {
 		printer__print(stdout, r, &app->cfg, app->unix_offset_ns);

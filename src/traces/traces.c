@@ -580,31 +580,22 @@ static bool sample(struct traces *t, const struct ctx *root, const uint8_t trace
 	return true;
 }
 
-void traces__finish(struct traces *t, struct request *r)
+/* The request's context, if it still is (not evicted, maybe recycled). */
+static struct ctx *ctx_of(const struct request *r)
 {
 	uint64_t span_id;
 	memcpy(&span_id, r->span_id, 8);
 	struct ctx *c = r->started ? r->trace_ctx : NULL;
-	if (c && (!span_id || c->span_id != span_id))
-		c = NULL; /* evicted, maybe recycled */
-	if (!c) {
-		/* Never started, or its context was evicted: a root of its own. */
-		struct ctx tmp = {0};
-		if (!span_id) {
-			span_id = nonzero_random(t);
-			memcpy(r->span_id, &span_id, 8);
-		}
-		make_root(t, &tmp);
-		memcpy(r->trace_id, tmp.trace_id, 16);
-		r->has_parent = false;
-		r->sampled = sample(t, &tmp, r->trace_id);
-		r->trace_flags = r->sampled ? 1 : 0;
-		if (!r->sampled)
-			t->stats.sampled_out++;
-		return;
-	}
-	if (r->end_ns > c->last_ns)
-		c->last_ns = r->end_ns;
+	return c && span_id && c->span_id == span_id ? c : NULL;
+}
+
+/* A request is over (its span decided, or dropped): its context moves to the
+ * done list, leaves the indexes it no longer needs, and is freed at once when
+ * nothing needs it any more. */
+static void release(struct traces *t, struct ctx *c, uint64_t end_ns)
+{
+	if (end_ns > c->last_ns)
+		c->last_ns = end_ns;
 	if (c->last_ns > t->event_ns)
 		t->event_ns = c->last_ns;
 	if (!c->done) {
@@ -612,14 +603,6 @@ void traces__finish(struct traces *t, struct request *r)
 		c->done = true;
 		list_append(&t->done, c);
 	}
-	struct ctx *root = root_of(t, c);
-	memcpy(r->trace_id, root->trace_id, 16);
-	r->has_parent = c->parent_span_id != 0;
-	memcpy(r->parent_span_id, &c->parent_span_id, 8);
-	r->sampled = sample(t, root, r->trace_id);
-	r->trace_flags = r->sampled ? 1 : 0;
-	if (!r->sampled)
-		t->stats.sampled_out++;
 	/* A server still waiting for its client end's event stops waiting: its
 	 * span goes out now with the parent it has, which a later client event
 	 * could not change. Its slot was touched when it started (in cache),
@@ -636,8 +619,47 @@ void traces__finish(struct traces *t, struct request *r)
 	}
 	/* A server that is no context's parent is needed by nothing now: freed
 	 * while its lines are in cache, not after the grace. */
-	if (c->server && !c->link_key && !c->children)
+	if (c->server && !c->children)
 		ctx_free(t, c);
+}
+
+void traces__finish(struct traces *t, struct request *r)
+{
+	uint64_t span_id;
+	memcpy(&span_id, r->span_id, 8);
+	struct ctx *c = ctx_of(r);
+	if (!c) {
+		/* Never started, or its context was evicted: a root of its own. */
+		struct ctx tmp = {0};
+		if (!span_id) {
+			span_id = nonzero_random(t);
+			memcpy(r->span_id, &span_id, 8);
+		}
+		make_root(t, &tmp);
+		memcpy(r->trace_id, tmp.trace_id, 16);
+		r->has_parent = false;
+		r->sampled = sample(t, &tmp, r->trace_id);
+		r->trace_flags = r->sampled ? 1 : 0;
+		if (!r->sampled)
+			t->stats.sampled_out++;
+		return;
+	}
+	struct ctx *root = root_of(t, c);
+	memcpy(r->trace_id, root->trace_id, 16);
+	r->has_parent = c->parent_span_id != 0;
+	memcpy(r->parent_span_id, &c->parent_span_id, 8);
+	r->sampled = sample(t, root, r->trace_id);
+	r->trace_flags = r->sampled ? 1 : 0;
+	if (!r->sampled)
+		t->stats.sampled_out++;
+	release(t, c, r->end_ns);
+}
+
+void traces__drop(struct traces *t, struct request *r)
+{
+	struct ctx *c = ctx_of(r);
+	if (c)
+		release(t, c, r->end_ns);
 }
 
 void traces__expire(struct traces *t, uint64_t now_ns)

@@ -36,6 +36,9 @@ void traces__free(struct traces *t);
 void traces__start(struct traces *t, struct request *r);
 /* Sets trace_id, parent_span_id, has_parent, trace_flags, sampled. */
 void traces__finish(struct traces *t, struct request *r);
+/* Lets go of a request's context without deciding its span (a request that
+ * is not reported): as traces__finish does, without touching r. */
+void traces__drop(struct traces *t, struct request *r);
 /* Forgets contexts idle for longer than the link window (60 s, against
  * now_ns), and those of finished requests 100 ms after their end in event
  * time (against the newest request start or end seen; traces__start does

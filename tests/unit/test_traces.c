@@ -235,10 +235,54 @@ static void test_finished_contexts_freed(void)
 	traces__free(t);
 }
 
+/* A request that is not reported (routes.ignored_patterns) lets go of its
+ * context as a finished one does, without deciding a span: a server without
+ * children is freed at once, not after the 60 s link window. */
+static void test_dropped_contexts_freed(void)
+{
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.sampler = SAMPLER_ALWAYS_ON;
+	struct traces *t = traces__new(&cfg, 11);
+	static struct request srv, child, cli;
+	struct traces_stats st;
+	uint64_t ts = 10 * NS;
+
+	for (uint32_t n = 0; n < 1000; n++) {
+		start(t, &srv, REQ_HTTP_SERVER, n, ts + n * 1000);
+		memset(srv.trace_id, 0, 16);
+		traces__drop(t, &srv);
+		CHECK(!srv.has_parent && !srv.sampled); /* not decided */
+	}
+	traces__stats(t, &st);
+	CHECK_INT(st.contexts, 0);
+	CHECK_INT(st.sampled_out, 0);
+	/* A dropped server's child keeps it (and its trace) for the grace. */
+	start(t, &srv, REQ_HTTP_SERVER, 5000, ts + NS);
+	request__init(&child, REQ_DB_CLIENT);
+	child.pid = srv.pid;
+	child.tid = srv.tid;
+	child.start_ns = ts + NS + 1;
+	child.end_ns = ts + NS + 2;
+	child.started = true;
+	traces__start(t, &child);
+	traces__drop(t, &srv);
+	traces__finish(t, &child);
+	CHECK(child.has_parent && !memcmp(child.parent_span_id, srv.span_id, 8));
+	traces__stats(t, &st);
+	CHECK_INT(st.contexts, 2);
+	/* A dropped client is held like a finished one, for its server end. */
+	start(t, &cli, REQ_HTTP_CLIENT, 6000, ts + 2 * NS);
+	traces__drop(t, &cli);
+	traces__stats(t, &st);
+	CHECK_INT(st.contexts, 1);
+	traces__free(t);
+}
+
 int main(void)
 {
 	test_growth_and_links();
 	test_recycled_contexts();
 	test_finished_contexts_freed();
+	test_dropped_contexts_freed();
 	return check_done("test_traces");
 }
