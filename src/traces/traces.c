@@ -320,18 +320,19 @@ static void index_remove(struct index *ix, uint64_t key, const struct ctx *c)
 	ix->count--;
 }
 
-/* c's parent's context, if c has one and it is still that context. */
-static struct ctx *local_parent(const struct ctx *c)
+/* c stops counting as a child of its parent's context, if that is still
+ * the context c names (a saturated count stays). */
+static void leave_parent(struct ctx *c)
 {
 	struct ctx *p = c->parent;
-	return p && c->parent_span_id && p->span_id == c->parent_span_id ? p : NULL;
+	if (p && c->parent_span_id && p->span_id == c->parent_span_id && p->children &&
+	    p->children != UINT16_MAX)
+		p->children--;
 }
 
 static void ctx_free(struct traces *t, struct ctx *c)
 {
-	struct ctx *p = local_parent(c);
-	if (p && p->children && p->children != UINT16_MAX)
-		p->children--;
+	leave_parent(c);
 	if (c->link_key)
 		index_remove(&t->links, c->link_key, c);
 	if (c->in_threads)
@@ -466,9 +467,7 @@ static void make_root(struct traces *t, struct ctx *c)
 
 static void set_parent(struct traces *t, struct ctx *c, struct ctx *parent)
 {
-	struct ctx *old = local_parent(c);
-	if (old && old->children && old->children != UINT16_MAX)
-		old->children--;
+	leave_parent(c);
 	if (parent->children != UINT16_MAX)
 		parent->children++;
 	c->parent_span_id = parent->span_id;
@@ -598,10 +597,12 @@ static void release(struct traces *t, struct ctx *c, uint64_t end_ns)
 		c->last_ns = end_ns;
 	if (c->last_ns > t->event_ns)
 		t->event_ns = c->last_ns;
-	if (!c->done) {
-		list_unlink(&t->live, c);
-		c->done = true;
-		list_append(&t->done, c);
+	/* A server that is no context's parent is needed by nothing now: freed
+	 * while its lines are in cache, not after the grace (ctx_free takes it
+	 * out of the indexes too). */
+	if (c->server && !c->children) {
+		ctx_free(t, c);
+		return;
 	}
 	/* A server still waiting for its client end's event stops waiting: its
 	 * span goes out now with the parent it has, which a later client event
@@ -617,10 +618,11 @@ static void release(struct traces *t, struct ctx *c, uint64_t end_ns)
 		unindex(&t->threads, c->tid, c);
 		c->in_threads = false;
 	}
-	/* A server that is no context's parent is needed by nothing now: freed
-	 * while its lines are in cache, not after the grace. */
-	if (c->server && !c->children)
-		ctx_free(t, c);
+	if (!c->done) {
+		list_unlink(&t->live, c);
+		c->done = true;
+		list_append(&t->done, c);
+	}
 }
 
 void traces__finish(struct traces *t, struct request *r)
