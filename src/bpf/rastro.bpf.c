@@ -532,10 +532,12 @@ static __always_inline void hold_commit(struct scratch *s, struct rastro_data_ev
 static __always_inline bool merge_sendfile(struct scratch *s, struct sock *sk, __u32 seq,
 					   __u32 moved)
 {
-	if (!socket_hooks || s->busy || !s->batch.count || s->last_sk != (__u64)sk)
+	if (s->busy || !s->batch.count || s->last_sk != (__u64)sk)
 		return false;
 	s->busy = 1;
 	barrier();
+	/* Asked again: a program that interrupted the test above (the state
+	 * hook in a softirq) may have delivered them. */
 	bool merged = false;
 	struct rastro_data_event *prev =
 		(struct rastro_data_event *)&s->held[s->last_off & (RASTRO_HOLD_BYTES - 1)];
