@@ -590,6 +590,30 @@ def startup_row(tmp, ngx, sink, tries=3):
             "startup_s": median(times), "startup_spread": spread(times)}
 
 
+def idle_row(tmp, ngx, sink, seconds=20.0):
+    """rastro's CPU while the server it traces is idle: its timers, its
+    discovery scans (discovery.poll_interval, 5 s), nothing to read. CPU from
+    /proc/PID/schedstat (ns), after a warm-up that opened connections and
+    made the routes' series."""
+    r = start_traced_rastro(tmp, sink, ngx.proc.pid, ngx.port, "nginx")
+    try:
+        loadgen(ngx.port, 1000, 2000)
+        time.sleep(1.0)
+        with open(f"/proc/{r.pid}/schedstat") as f:
+            c0 = int(f.read().split()[0])
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        with open(f"/proc/{r.pid}/schedstat") as f:
+            c1 = int(f.read().split()[0])
+        ms = (c1 - c0) / 1e6 / (time.monotonic() - t0)
+    finally:
+        r.stop()
+    log(f"idle rastro: {ms:.3f} ms CPU per second")
+    return {"row": "idle: rastro tracing an idle nginx", "idle_ms_per_s": ms,
+            "notes": f"{ms:.2f} ms of CPU per second ({ms / 10:.3f}% of one CPU) over "
+                     f"{seconds:.0f} s"}
+
+
 def untraced_row(tmp, ngx, sink, pairs, rounds):
     """ns added per read()/write() syscall of a process rastro does not trace:
     on a pipe (no socket: with the socket hooks no program runs at all) and on
@@ -968,7 +992,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pairs", type=int, default=5, help="alternating without/with pairs")
     ap.add_argument("--quick", action="store_true", help="fewer requests and pairs (a smoke run)")
-    ap.add_argument("--only", default="", help="rows: 5k,20k,50k,sat,startup,untraced,events,"
+    ap.add_argument("--only", default="", help="rows: 5k,20k,50k,sat,startup,idle,untraced,events,"
                     "pgbench,perl,conns (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     ap.add_argument("--json", help="write the raw results here")
@@ -1038,6 +1062,8 @@ def main():
         if want("startup"):
             rows.append(startup_row(tmp, ngx, sink))
             rows[-1]["notes"] = f"{rows[-1]['startup_s'] * 1000:.0f} ms (median of 3)"
+        if want("idle"):
+            rows.append(idle_row(tmp, ngx, sink, 5.0 if a.quick else 20.0))
         if want("untraced"):
             u = untraced_row(tmp, ngx, sink, pairs, int(2000000 * scale))
             u["notes"] = "; ".join(

@@ -13,7 +13,7 @@ TEST_PKGS=(bc python3 python3-pytest python3-yaml libmojolicious-perl nginx-ligh
 	postgresql mariadb-server mariadb-client redis-server redis-tools libdbd-pg-perl
 	libdbd-mariadb-perl libdbd-mysql-perl libredis-perl python3-psycopg2 python3-redis
 	python3-grpcio python3-grpc-tools nghttp2-server nghttp2-client apache2 valgrind
-	starman gunicorn
+	starman gunicorn strace
 	docker-compose)
 
 what=${1:-build}

@@ -1,18 +1,44 @@
 #include "discover/discover.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <limits.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "capture/capture.h"
 #include "common/u64map.h"
 #include "common/utf8.h"
 #include "log.h"
+
+/* A listening TCP socket of a network namespace. */
+struct listener {
+	uint64_t inode;
+	uint16_t port;
+};
+
+/* The listening sockets of one network namespace, kept across scans: see
+ * netns_listeners. */
+struct listeners {
+	uint64_t netns;     /* its inode; 0: a free slot */
+	uint64_t loaded_ms; /* CLOCK_MONOTONIC */
+	uint32_t gen;       /* listen_gen when loaded */
+	int count, cap;
+	struct listener *items;
+};
+
+#define NETNS_CACHED 32
+#define LISTENERS_MAX_AGE_MS 30000
 
 struct discovery {
 	const struct rastro_config *cfg;
@@ -22,22 +48,16 @@ struct discovery {
 	uint32_t next_slot;       /* round robin: a freed id is reused late */
 	struct u64map pids;       /* traced tgid -> service id + 1 */
 	uint32_t self;
+	uint64_t self_netns;
+	/* Bumped by every listen() of the machine (RASTRO_EV_LISTEN): the
+	 * cached listeners of every namespace are read again after one. */
+	uint32_t listen_gen;
+	struct listeners netns[NETNS_CACHED];
+	struct listeners unknown_netns; /* a process whose namespace rastro cannot read */
 	char hostname[64];
 	bool any_exe_rule;
 	bool lose_fork_events; /* RASTRO_SELFTEST_LOSE_FORK_EVENTS=1: as if the
 				* control ring were full at every fork */
-};
-
-/* A listening socket seen in /proc/PID/net/tcp{,6}. */
-struct listener {
-	uint64_t inode;
-	uint16_t port;
-};
-
-struct listeners {
-	uint64_t netns;
-	int count, cap;
-	struct listener *items;
 };
 
 bool discovery__exe_matches(const char *glob, const char *exe_path)
@@ -125,6 +145,20 @@ static uint64_t read_netns(uint32_t pid)
 	return ino;
 }
 
+static bool add_listener(struct listeners *l, uint64_t inode, uint16_t port)
+{
+	if (l->count == l->cap) {
+		int ncap = l->cap ? l->cap * 2 : 32;
+		struct listener *n = realloc(l->items, ncap * sizeof(*n));
+		if (!n)
+			return false;
+		l->items = n;
+		l->cap = ncap;
+	}
+	l->items[l->count++] = (struct listener){inode, port};
+	return true;
+}
+
 static void load_listeners_file(const char *path, struct listeners *l)
 {
 	FILE *f = fopen(path, "r");
@@ -147,39 +181,126 @@ static void load_listeners_file(const char *path, struct listeners *l)
 		char *colon = strrchr(local, ':');
 		if (!colon)
 			continue;
-		unsigned port = (unsigned)strtoul(colon + 1, NULL, 16);
-		if (l->count == l->cap) {
-			int ncap = l->cap ? l->cap * 2 : 32;
-			struct listener *n = realloc(l->items, ncap * sizeof(*n));
-			if (!n)
-				break;
-			l->items = n;
-			l->cap = ncap;
-		}
-		l->items[l->count++] = (struct listener){inode, (uint16_t)port};
+		if (!add_listener(l, inode, (uint16_t)strtoul(colon + 1, NULL, 16)))
+			break;
 	}
 	fclose(f);
 }
 
-static void load_listeners(uint32_t pid, struct listeners *l)
+/* The listening TCP sockets of family in rastro's own network namespace,
+ * from the kernel's socket diagnostics (what `ss -lt` asks). Only the
+ * listening hash is walked: /proc/PID/net/tcp and tcp6 walk every bucket of
+ * the established hash as well, about 5 ms each on this project's reference
+ * machine (262,144 buckets), which was most of an idle rastro's CPU. -1 when
+ * the kernel does not answer (no inet_diag): /proc then. */
+static int diag_listeners(int family, struct listeners *l)
 {
-	char path[64];
+	int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (fd < 0)
+		return -1;
+	struct {
+		struct nlmsghdr nlh;
+		struct inet_diag_req_v2 req;
+	} msg = {
+		.nlh = {.nlmsg_len = sizeof(msg),
+			.nlmsg_type = SOCK_DIAG_BY_FAMILY,
+			.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP,
+			.nlmsg_seq = 1},
+		.req = {.sdiag_family = (uint8_t)family,
+			.sdiag_protocol = IPPROTO_TCP,
+			.idiag_states = 1u << 10 /* TCP_LISTEN */},
+	};
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+	int start = l->count, rc = -1;
+	if (sendto(fd, &msg, sizeof(msg), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+		goto out;
+	for (;;) {
+		long buf[16384 / sizeof(long)];
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto out;
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+			if (h->nlmsg_type == NLMSG_DONE) {
+				rc = 0;
+				goto out;
+			}
+			if (h->nlmsg_type == NLMSG_ERROR)
+				goto out;
+			if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+				continue;
+			const struct inet_diag_msg *m = NLMSG_DATA(h);
+			if (m->idiag_state == 10 &&
+			    !add_listener(l, m->idiag_inode, ntohs(m->id.idiag_sport)))
+				goto out;
+		}
+	}
+out:
+	close(fd);
+	if (rc)
+		l->count = start; /* partial: the caller reads /proc instead */
+	return rc;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * The listening sockets of pid's network namespace, or NULL. Each namespace's
+ * are read once and kept (NETNS_CACHED namespaces) until the next listen()
+ * anywhere on the machine (every one is an event: listen_gen), or
+ * LISTENERS_MAX_AGE_MS (a listen event lost to a full ring). Rastro's own
+ * namespace is asked through socket diagnostics, others through
+ * /proc/PID/net/tcp{,6}: a netlink socket answers for its own namespace only,
+ * and entering another takes CAP_SYS_ADMIN, which rastro gives up after
+ * start-up.
+ */
+static struct listeners *netns_listeners(struct discovery *d, uint32_t pid)
+{
+	uint64_t netns = read_netns(pid), now = now_ms();
+	struct listeners *l = NULL, *oldest = &d->netns[0];
+	if (!netns)
+		l = &d->unknown_netns; /* never taken as still valid */
+	for (int i = 0; i < NETNS_CACHED && !l; i++) {
+		struct listeners *c = &d->netns[i];
+		if (c->netns == netns) {
+			l = c;
+			break;
+		}
+		if (c->loaded_ms < oldest->loaded_ms)
+			oldest = c;
+	}
+	if (l && netns && l->gen == d->listen_gen && now - l->loaded_ms < LISTENERS_MAX_AGE_MS)
+		return l;
+	if (!l)
+		l = oldest; /* a free slot has loaded_ms 0 */
+	l->netns = netns;
+	l->loaded_ms = now;
+	l->gen = d->listen_gen;
 	l->count = 0;
-	snprintf(path, sizeof(path), "/proc/%u/net/tcp", pid);
-	load_listeners_file(path, l);
-	snprintf(path, sizeof(path), "/proc/%u/net/tcp6", pid);
-	load_listeners_file(path, l);
+	char path[64];
+	bool own = netns && netns == d->self_netns;
+	if (!own || diag_listeners(AF_INET, l)) {
+		snprintf(path, sizeof(path), "/proc/%u/net/tcp", pid);
+		load_listeners_file(path, l);
+	}
+	if (!own || diag_listeners(AF_INET6, l)) {
+		snprintf(path, sizeof(path), "/proc/%u/net/tcp6", pid);
+		load_listeners_file(path, l);
+	}
+	return l;
 }
 
 /* Calls back with every TCP port pid listens on; stops when fn returns true. */
-static bool any_listening_port(uint32_t pid, struct listeners *cache,
+static bool any_listening_port(struct discovery *d, uint32_t pid,
 			       bool (*fn)(uint16_t port, const void *arg), const void *arg)
 {
-	uint64_t netns = read_netns(pid);
-	if (!cache->items || cache->netns != netns) {
-		load_listeners(pid, cache);
-		cache->netns = netns;
-	}
+	const struct listeners *cache = netns_listeners(d, pid);
 	if (!cache->count)
 		return false;
 	char path[64];
@@ -222,7 +343,7 @@ enum port_check {
 
 /* Index of the first discovery entry the process matches, or -1. */
 static int match_rule(struct discovery *d, uint32_t pid, const char *exe, enum port_check how,
-		      uint16_t event_port, struct listeners *cache)
+		      uint16_t event_port)
 {
 	for (int i = 0; i < d->cfg->rule_count; i++) {
 		const struct instrument_rule *r = &d->cfg->rules[i];
@@ -234,7 +355,7 @@ static int match_rule(struct discovery *d, uint32_t pid, const char *exe, enum p
 			if (how == PORTS_EVENT) {
 				if (!config__port_in(&r->open_ports, event_port))
 					continue;
-			} else if (!any_listening_port(pid, cache, port_in_rule, r)) {
+			} else if (!any_listening_port(d, pid, port_in_rule, r)) {
 				continue;
 			}
 		}
@@ -368,13 +489,12 @@ static void trace_existing_children(struct discovery *d, uint32_t pid, struct se
 }
 
 /* Evaluates pid against the discovery entries and traces or untraces it. */
-static void evaluate(struct discovery *d, uint32_t pid, enum port_check how, uint16_t port,
-		     struct listeners *cache)
+static void evaluate(struct discovery *d, uint32_t pid, enum port_check how, uint16_t port)
 {
 	char exe[PATH_MAX];
 	if (pid == d->self || read_exe(pid, exe, sizeof(exe)))
 		return;
-	int rule = match_rule(d, pid, exe, how, port, cache);
+	int rule = match_rule(d, pid, exe, how, port);
 	void *cur = u64map__get(&d->pids, pid);
 	if (cur) {
 		struct service *s = &d->services[(uintptr_t)cur - 1];
@@ -396,7 +516,6 @@ static void evaluate(struct discovery *d, uint32_t pid, enum port_check how, uin
 int discovery__scan(struct discovery *d)
 {
 	DIR *proc = opendir("/proc");
-	struct listeners cache = {0};
 	if (!proc)
 		return error("cannot read /proc: %s", strerror(errno));
 	uint32_t *found = NULL;
@@ -412,7 +531,7 @@ int discovery__scan(struct discovery *d)
 		char exe[PATH_MAX];
 		if (read_exe((uint32_t)pid, exe, sizeof(exe)))
 			continue;
-		int rule = match_rule(d, (uint32_t)pid, exe, PORTS_SCAN, 0, &cache);
+		int rule = match_rule(d, (uint32_t)pid, exe, PORTS_SCAN, 0);
 		if (rule < 0)
 			continue;
 		if (nfound == cap) {
@@ -427,7 +546,6 @@ int discovery__scan(struct discovery *d)
 		nfound++;
 	}
 	closedir(proc);
-	free(cache.items);
 
 	/* Prefork servers: a worker whose parent matched the same entry joins the
 	 * parent's service instead of becoming one of its own. Parents first. */
@@ -482,20 +600,20 @@ int discovery__scan(struct discovery *d)
 
 void discovery__on_event(struct discovery *d, const struct rastro_proc_event *ev)
 {
-	struct listeners cache = {0};
 	switch (ev->hdr.type) {
 	case RASTRO_EV_EXEC:
 		/* A traced process that exec'd is re-examined in full; others are
 		 * checked against exe_path entries only (their listen() comes later
 		 * and is an event of its own). */
 		if (u64map__get(&d->pids, ev->pid))
-			evaluate(d, ev->pid, PORTS_SCAN, 0, &cache);
+			evaluate(d, ev->pid, PORTS_SCAN, 0);
 		else if (d->any_exe_rule)
-			evaluate(d, ev->pid, PORTS_SKIP, 0, &cache);
+			evaluate(d, ev->pid, PORTS_SKIP, 0);
 		break;
 	case RASTRO_EV_LISTEN:
+		d->listen_gen++;
 		if (!u64map__get(&d->pids, ev->pid))
-			evaluate(d, ev->pid, PORTS_EVENT, ev->port, &cache);
+			evaluate(d, ev->pid, PORTS_EVENT, ev->port);
 		break;
 	case RASTRO_EV_FORK: {
 		if (d->lose_fork_events)
@@ -515,7 +633,6 @@ void discovery__on_event(struct discovery *d, const struct rastro_proc_event *ev
 		forget_pid(d, ev->pid);
 		break;
 	}
-	free(cache.items);
 }
 
 int discovery__open(struct discovery **out, const struct rastro_config *cfg, struct capture *cap)
@@ -533,6 +650,7 @@ int discovery__open(struct discovery **out, const struct rastro_config *cfg, str
 	}
 	u64map__init(&d->pids);
 	d->self = (uint32_t)getpid();
+	d->self_netns = read_netns(d->self);
 	if (gethostname(d->hostname, sizeof(d->hostname) - 1))
 		snprintf(d->hostname, sizeof(d->hostname), "localhost");
 	for (int i = 0; i < cfg->rule_count; i++)
@@ -549,6 +667,9 @@ void discovery__close(struct discovery *d)
 	if (!d)
 		return;
 	u64map__free(&d->pids);
+	for (int i = 0; i < NETNS_CACHED; i++)
+		free(d->netns[i].items);
+	free(d->unknown_netns.items);
 	free(d->services);
 	free(d);
 }

@@ -1,6 +1,7 @@
 """Discovery: Beyla's selectors and environment variables, default names,
 prefork workers, processes that come and go."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -68,6 +69,71 @@ def test_port_range_entry_first_match_wins(rastro, servers, tmp_path):
     get(port, "/")
     (rec,) = r.wait_records(1)
     assert rec["service.name"] == "first"
+
+
+# Listens, then hands the socket to a program it starts, which never calls
+# listen() itself (as systemd's socket activation or inetd do).
+ACTIVATOR = """
+import os, socket, subprocess, sys
+port, program, pidfile = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(16)
+child = subprocess.Popen([program, "-c", SERVE, str(s.fileno())], pass_fds=[s.fileno()])
+open(pidfile + ".tmp", "w").write(str(child.pid))  # renamed: never read half-written
+os.rename(pidfile + ".tmp", pidfile)
+child.wait()
+"""
+SERVE = """
+import socket, sys
+s = socket.socket(fileno=int(sys.argv[1]))
+while True:
+    c, _ = s.accept()
+    if c.recv(4096):
+        c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
+    c.close()
+"""
+
+
+def test_inherited_listening_socket_found_by_the_scan(rastro, servers, tmp_path):
+    """A server that never calls listen() (its socket is inherited) is found by
+    the periodic scan (discovery.poll_interval), which asks the kernel's socket
+    diagnostics for the listening sockets of rastro's own network namespace:
+    it never reads /proc/PID/net/tcp, whose every read walks the whole
+    established-connection hash."""
+    port = free_port()
+    py = tmp_path / "bin" / "activated-py"
+    py.parent.mkdir()
+    shutil.copy(os.path.realpath("/usr/bin/python3"), py)
+    r = rastro("discovery:\n  poll_interval: 300ms\n  instrument:\n"
+               f"    - open_ports: {port}\n      exe_path: \"*/bin/activated-py\"\n"
+               "      name: activated\n")
+    syscalls = tmp_path / "strace.log"
+    st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=openat,socket", "-o",
+                           str(syscalls), "-p", str(r.proc.pid)])
+    try:
+        wait_for(lambda: syscalls.exists(), timeout=10, what="strace to attach")
+        time.sleep(0.5)
+        pidfile = tmp_path / "child"
+        servers(["python3", "-c", ACTIVATOR.replace("SERVE", repr(SERVE)), str(port), str(py),
+                 str(pidfile)], port, log=tmp_path / "activator.log")
+        child = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=10,
+                             what="the server to start"))
+        # not at its exec (its entry needs a port, and it opened none), nor at
+        # the activator's listen() (another executable): at a scan
+        r.wait_traced(child)
+        assert f"instrumenting pid {child} ({py}) as service activated" in r.stderr()
+        assert get(port, "/inherited")[0] == 200
+        (rec,) = r.wait_records(1, lambda x: x["kind"] == "SERVER")
+        assert (rec["service.name"], rec["url.path"], rec["process.pid"]) == \
+            ("activated", "/inherited", child)
+    finally:
+        st.send_signal(signal.SIGINT)
+        st.wait(10)
+    log = syscalls.read_text()
+    assert "NETLINK_SOCK_DIAG" in log, log[-2000:]
+    assert not re.search(r"/proc/\d+/net/tcp", log), re.findall(r".*/net/tcp.*", log)[:5]
 
 
 def start_forker(rastro, servers, tmp_path, env):
