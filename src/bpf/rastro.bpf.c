@@ -663,6 +663,27 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 	return 0;
 }
 
+/* When an exec or listen event last forced the agent awake. */
+__u64 discovery_wakeup_ns;
+
+/*
+ * An exec or a listen() may start a process the agent must trace: it cannot
+ * wait for the next drain (ebpf.poll_interval, 50 ms), during which a client
+ * like pgbench makes hundreds of requests nobody sees. Those events wake the
+ * agent at once, at most once per 2 ms (an exec storm costs it at most 500
+ * wakeups a second; an event inside that window goes with the next wakeup or
+ * drain).
+ */
+static __always_inline __u64 proc_wakeup_flags(__u16 type, __u64 now)
+{
+	if ((type == RASTRO_EV_EXEC || type == RASTRO_EV_LISTEN) &&
+	    now - discovery_wakeup_ns >= 2000000) {
+		discovery_wakeup_ns = now;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	return wakeup_flags();
+}
+
 static __always_inline void emit_proc(__u16 type, __u32 pid, __u32 ppid, __u32 service_id,
 				      __u16 port)
 {
@@ -681,7 +702,7 @@ static __always_inline void emit_proc(__u16 type, __u32 pid, __u32 ppid, __u32 s
 	e->service_id = service_id;
 	e->port = port;
 	e->_pad = 0;
-	bpf_ringbuf_submit(e, wakeup_flags());
+	bpf_ringbuf_submit(e, proc_wakeup_flags(type, e->hdr.ts_ns));
 }
 
 SEC("tp_btf/sys_exit")

@@ -107,7 +107,8 @@ static const struct setting settings[] = {
 	 "Kernel-to-agent ring buffer (rounded up to a power of two).", NULL},
 	{"ebpf.wakeup_bytes", NULL, {"RASTRO_WAKEUP_BYTES"}, T_BYTES, OFF(wakeup_bytes), "256KiB", 0,
 	 1073741824, NULL,
-	 "Wake the agent only when this much is queued; otherwise it drains every poll_interval.",
+	 "Wake the agent only when this much is queued; otherwise it drains every poll_interval "
+	 "(an exec or listen() wakes it at once, at most every 2 ms: discovery).",
 	 NULL},
 	{"ebpf.poll_interval", NULL, {"RASTRO_POLL_INTERVAL"}, T_DURATION, OFF(poll_ms), "50ms", 1,
 	 1000, NULL, "Longest time an event waits in the ring buffer.", NULL},

@@ -136,6 +136,30 @@ def test_inherited_listening_socket_found_by_the_scan(rastro, servers, tmp_path)
     assert not re.search(r"/proc/\d+/net/tcp", log), re.findall(r".*/net/tcp.*", log)[:5]
 
 
+def test_client_traced_from_its_first_request(rastro, servers, tmp_path):
+    """A process selected by exe_path is traced from its first request, even
+    one it makes a few milliseconds after its exec (curl): the exec event wakes
+    rastro at once, rather than waiting for the next drain
+    (ebpf.poll_interval, 50 ms), by which time such a client is done."""
+    port = free_port()
+    servers(["perl", str(APPS / "app.pl"), str(port)], port, log=tmp_path / "app.log")
+    curl = tmp_path / "bin" / "legacy-curl"
+    curl.parent.mkdir()
+    shutil.copy("/usr/bin/curl", curl)
+    r = rastro("discovery:\n  instrument:\n    - exe_path: \"*/bin/legacy-curl\"\n")
+    runs = 5
+    for i in range(runs):
+        out = subprocess.run([str(curl), "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                              f"http://127.0.0.1:{port}/products?run={i}"],
+                             capture_output=True, text=True, timeout=15)
+        assert out.stdout == "200"
+        time.sleep(0.2)  # rastro's rate limit on these wakeups is 2 ms
+    recs = r.wait_records(runs, lambda x: x["kind"] == "CLIENT", timeout=15)
+    # (query values are redacted in url.full)
+    assert [x["url.full"] for x in recs] == [f"http://127.0.0.1:{port}/products?run=?"] * runs
+    assert {x["service.name"] for x in recs} == {"legacy-curl"}
+
+
 def start_forker(rastro, servers, tmp_path, env):
     """A traced process that forks a worker once rastro traces it; the worker
     serves one request, then exits. Returns (rastro, port, worker pid); the
