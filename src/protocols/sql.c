@@ -41,8 +41,13 @@ static char upper(char c)
 	return c >= 'a' && c <= 'z' ? (char)(c - 32) : c;
 }
 
+/* Whether p is keyword kw (upper case), in any case. The first letter is
+ * compared before the keyword's length is taken: most words are not the one
+ * asked for. */
 static bool word_is(const char *p, size_t len, const char *kw)
 {
+	if (!len || upper(p[0]) != kw[0])
+		return false;
 	size_t n = strlen(kw);
 	if (len != n)
 		return false;
@@ -75,6 +80,19 @@ static size_t skip_quoted(const char *q, size_t i, size_t len, char quote, bool 
 		i++;
 	}
 	return len;
+}
+
+/* The letters of X'..', B'..', E'..' and N'..' literals. */
+static bool is_literal_prefix(unsigned char c)
+{
+	c |= 0x20;
+	return c == 'x' || c == 'b' || c == 'e' || c == 'n';
+}
+
+/* Whether a comment can start with c (comment_end says whether one does). */
+static bool may_start_comment(unsigned char c)
+{
+	return c == '-' || c == '/' || c == '#';
 }
 
 /* End of a comment starting at i ("--", "#" or slash-star), or 0 when none
@@ -205,7 +223,7 @@ size_t sql__sanitize(const char *q, size_t len, enum sql_dialect d, bool keep, c
 			i++;
 			continue;
 		}
-		if ((e = comment_end(q, i, len, d))) {
+		if (may_start_comment(c) && (e = comment_end(q, i, len, d))) {
 			o.space = true;
 			i = e;
 			continue;
@@ -227,7 +245,7 @@ size_t sql__sanitize(const char *q, size_t len, enum sql_dialect d, bool keep, c
 			while (i < len && is_digit((unsigned char)q[i]))
 				i++;
 			put(&o, q + start, i - start);
-		} else if (strchr("xXbBeEnN", c) && i + 1 < len && q[i + 1] == '\'') {
+		} else if (is_literal_prefix(c) && i + 1 < len && q[i + 1] == '\'') {
 			/* X'0f', B'01', E'esc\'aped', N'national' */
 			bool bs = mysql || c == 'e' || c == 'E';
 			i = skip_quoted(q, i + 2, len, '\'', bs);
@@ -285,7 +303,7 @@ static struct tok next_tok(struct lexer *lx)
 			lx->i++;
 			continue;
 		}
-		if ((e = comment_end(q, i, len, lx->d))) {
+		if (may_start_comment(c) && (e = comment_end(q, i, len, lx->d))) {
 			lx->i = e;
 			continue;
 		}
@@ -312,7 +330,7 @@ static struct tok next_tok(struct lexer *lx)
 			lx->i = end ? (size_t)(end - q) + e : len;
 		} else if (is_digit(c) || c == '.') {
 			lx->i = number_end(q, i, len);
-		} else if (strchr("xXbBeEnN", c) && i + 1 < len && q[i + 1] == '\'') {
+		} else if (is_literal_prefix(c) && i + 1 < len && q[i + 1] == '\'') {
 			lx->i = skip_quoted(q, i + 2, len, '\'', mysql || c == 'e' || c == 'E');
 		} else if (is_ident_start(c)) {
 			e = i;
