@@ -111,7 +111,10 @@ static const struct setting settings[] = {
 	 "(an exec or listen() wakes it at once, at most every 2 ms: discovery).",
 	 NULL},
 	{"ebpf.poll_interval", NULL, {"RASTRO_POLL_INTERVAL"}, T_DURATION, OFF(poll_ms), "50ms", 1,
-	 1000, NULL, "Longest time an event waits in the ring buffer.", NULL},
+	 1000, NULL,
+	 "Longest time an event waits in the ring buffer while events arrive; after a drain "
+	 "that finds none the wait doubles, up to 500ms (or this value when longer).",
+	 NULL},
 	{"ebpf.max_connections", NULL, {"RASTRO_MAX_CONNECTIONS"}, T_UINT, OFF(max_connections),
 	 "65536", 1024, 16777216, NULL,
 	 "TCP connections tracked at once; a connection beyond it is still reported, counted as "
