@@ -5,9 +5,10 @@ Runs everything itself (nginx, an OTLP sink, loadgen, wrk, PostgreSQL +
 pgbench, the seed's Perl app, a syscall microbenchmark) and prints one table.
 
 Measures cost, never absolute speed (the machines are shared and noisy):
-  - CPU per request: utime+stime from /proc/PID/stat of the server (nginx
-    master + workers) and of rastro, over a known number of requests, without
-    and with rastro, in alternating pairs; medians.
+  - CPU per request: CPU time (/proc/PID/task/TID/schedstat, nanoseconds) of
+    the server (nginx master + workers) and of rastro, over a known number of
+    requests, without and with rastro, in alternating pairs; medians (the
+    pgbench client's from its rusage).
   - in-kernel ns per request: run_time_ns of rastro's BPF programs (from
     /proc/RASTRO/fdinfo, kernel.bpf_stats_enabled=1) in a SEPARATE run, as
     bpf_stats' own clock reads cost about 2 us per nginx request.
@@ -41,7 +42,6 @@ BUILD = Path(os.environ.get("RASTRO_BUILD", ROOT / "build"))
 if not BUILD.is_absolute():
     BUILD = ROOT / BUILD
 TOOLS = BUILD / "bench"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PG_BIN = None
 for _v in ("17", "16", "15", "14", "13"):
     if Path(f"/usr/lib/postgresql/{_v}/bin/pgbench").exists():
@@ -84,16 +84,21 @@ def wait_for(pred, timeout, interval=0.05):
 
 
 def cpu_s(pids):
-    """utime+stime of the processes, in seconds (from /proc/PID/stat)."""
+    """CPU time of the processes (all their threads), in seconds, from
+    /proc/PID/task/TID/schedstat: nanoseconds, where /proc/PID/stat's utime
+    and stime count 10 ms ticks (a pgbench pair's rastro used 2 of them)."""
     total = 0
     for pid in pids:
         try:
-            st = Path(f"/proc/{pid}/stat").read_text()
+            tids = os.listdir(f"/proc/{pid}/task")
         except FileNotFoundError:
             continue
-        f = st[st.rindex(")") + 2:].split()
-        total += int(f[11]) + int(f[12])  # fields 14 and 15: utime, stime
-    return total / CLK_TCK
+        for tid in tids:
+            try:
+                total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return total / 1e9
 
 
 def children(pid):
