@@ -130,7 +130,7 @@ static int more_fd = -1;
 static void poll_tick(void *ctx);
 static int64_t poll_timer;
 /* The poll timer's current interval: ebpf.poll_interval while events come,
- * doubled after each poll that found none, up to IDLE_POLL_MAX_MS. */
+ * doubled after each drain that found none, up to IDLE_POLL_MAX_MS. */
 static uint64_t poll_ms;
 
 /* An idle agent's polls: a wakeup costs this VM's kernel about 70 µs (two

@@ -190,7 +190,7 @@ static void load_listeners_file(const char *path, struct listeners *l)
 /* The listening TCP sockets of family in rastro's own network namespace,
  * from the kernel's socket diagnostics (what `ss -lt` asks). Only the
  * listening hash is walked: /proc/PID/net/tcp and tcp6 walk every bucket of
- * the established hash as well, about 5 ms each on this project's reference
+ * the established hash as well, about 4 ms each on this project's reference
  * machine (262,144 buckets), which was most of an idle rastro's CPU. -1 when
  * the kernel does not answer (no inet_diag): /proc then. */
 static int diag_listeners(int family, struct listeners *l)
@@ -251,7 +251,7 @@ static uint64_t now_ms(void)
 }
 
 /*
- * The listening sockets of pid's network namespace, or NULL. Each namespace's
+ * The listening sockets of pid's network namespace. Each namespace's
  * are read once and kept (NETNS_CACHED namespaces) until the next listen()
  * anywhere on the machine (every one is an event: listen_gen), or
  * LISTENERS_MAX_AGE_MS (a listen event lost to a full ring). Rastro's own
