@@ -9,6 +9,7 @@
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,7 +177,7 @@ static void load_listeners_file(const char *path, struct listeners *l)
 		/* sl local rem st tx:rx tr:tm retr uid timeout inode */
 		if (sscanf(line, " %*s %127s %*s %x %*s %*s %*s %*s %*s %llu", local, &state, &inode) != 3)
 			continue;
-		if (state != 0x0A) /* TCP_LISTEN */
+		if (state != TCP_LISTEN)
 			continue;
 		char *colon = strrchr(local, ':');
 		if (!colon)
@@ -208,7 +209,7 @@ static int diag_listeners(int family, struct listeners *l)
 			.nlmsg_seq = 1},
 		.req = {.sdiag_family = (uint8_t)family,
 			.sdiag_protocol = IPPROTO_TCP,
-			.idiag_states = 1u << 10 /* TCP_LISTEN */},
+			.idiag_states = 1u << TCP_LISTEN},
 	};
 	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
 	int start = l->count, rc = -1;
@@ -231,7 +232,7 @@ static int diag_listeners(int family, struct listeners *l)
 			if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
 				continue;
 			const struct inet_diag_msg *m = NLMSG_DATA(h);
-			if (m->idiag_state == 10 &&
+			if (m->idiag_state == TCP_LISTEN &&
 			    !add_listener(l, m->idiag_inode, ntohs(m->id.idiag_sport)))
 				goto out;
 		}

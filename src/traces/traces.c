@@ -627,12 +627,12 @@ static void release(struct traces *t, struct ctx *c, uint64_t end_ns)
 
 void traces__finish(struct traces *t, struct request *r)
 {
-	uint64_t span_id;
-	memcpy(&span_id, r->span_id, 8);
 	struct ctx *c = ctx_of(r);
 	if (!c) {
 		/* Never started, or its context was evicted: a root of its own. */
 		struct ctx tmp = {0};
+		uint64_t span_id;
+		memcpy(&span_id, r->span_id, 8);
 		if (!span_id) {
 			span_id = nonzero_random(t);
 			memcpy(r->span_id, &span_id, 8);
