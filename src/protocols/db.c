@@ -240,6 +240,82 @@ void db__record_free(struct request *r)
 	free_record_count++;
 }
 
+/* ---- SQL text */
+
+/*
+ * A client sends the same few statements again and again with other
+ * literals. The summary (operation, collection) of each sanitized text is
+ * remembered, so a repeated statement costs the sanitizer and a lookup, not a
+ * second pass of the lexer. The summary of the sanitized text is the
+ * statement's own: the lexer skips literals, comments and white space, which
+ * are all the sanitizer changes (tests/unit/test_sql.c checks it on every
+ * summary case). Not used when literals are kept (then every text is new) or
+ * when the text may have been cut at SQL_TEXT_MAX (the table can come after
+ * the cut). Direct-mapped: a slot holds the last text that hashed to it.
+ */
+#define SUMMARY_SLOTS 256
+#define SUMMARY_TEXT_MAX 1024
+
+struct summary_slot {
+	uint64_t hash;
+	char *text; /* NULL while empty */
+	uint16_t len;
+	uint8_t dialect;
+	struct sql_summary s;
+};
+
+static struct summary_slot summary_cache[SUMMARY_SLOTS];
+static struct db_summary_stats summary_stats;
+
+/* 8 bytes at a time: texts are tens to hundreds of bytes. */
+static uint64_t text_hash(const char *p, size_t n, uint64_t seed)
+{
+	uint64_t h = 0x9e3779b97f4a7c15ULL ^ seed ^ n;
+	while (n >= 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
+		p += 8;
+		n -= 8;
+	}
+	uint64_t w = 0;
+	memcpy(&w, p, n);
+	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 29);
+}
+
+static size_t sql_text(const char *sql, size_t len, enum sql_dialect d,
+		       const struct rastro_config *cfg, char *text, struct sql_summary *out)
+{
+	size_t n = sql__sanitize(sql, len, d, cfg->keep_db_literals, text, SQL_TEXT_MAX);
+	if (cfg->keep_db_literals || n + 1 >= SQL_TEXT_MAX || n > SUMMARY_TEXT_MAX) {
+		sql__summarize(sql, len, d, out);
+		return n;
+	}
+	uint64_t h = text_hash(text, n, d);
+	struct summary_slot *slot = &summary_cache[h % SUMMARY_SLOTS];
+	if (slot->text && slot->hash == h && slot->len == n && slot->dialect == d &&
+	    !memcmp(slot->text, text, n)) {
+		summary_stats.hits++;
+		*out = slot->s;
+		return n;
+	}
+	summary_stats.misses++;
+	sql__summarize(text, n, d, out);
+	char *copy = realloc(slot->text, n ? n : 1);
+	if (!copy)
+		return n; /* the slot keeps its entry */
+	memcpy(copy, text, n);
+	*slot = (struct summary_slot){h, copy, (uint16_t)n, (uint8_t)d, *out};
+	return n;
+}
+
+struct db_summary_stats db__summary_stats(void)
+{
+	return summary_stats;
+}
+
 /* ---- prepared statements */
 
 static uint64_t stmt_hash(const char *name, size_t len, uint32_t id)
@@ -333,8 +409,7 @@ struct db_stmt *db_stmts__put(struct db_stmts *t, const char *name, size_t name_
 {
 	char text[SQL_TEXT_MAX];
 	struct sql_summary summary;
-	size_t n = sql__sanitize(sql, sql_len, d, cfg->keep_db_literals, text, sizeof(text));
-	sql__summarize(sql, sql_len, d, &summary);
+	size_t n = sql_text(sql, sql_len, d, cfg, text, &summary);
 	return db_stmts__put_text(t, name, name_len, id, text, n, &summary);
 }
 
@@ -383,8 +458,7 @@ void db__record_sql(struct request *r, const char *sql, size_t len, enum sql_dia
 {
 	char text[SQL_TEXT_MAX];
 	struct sql_summary s;
-	size_t n = sql__sanitize(sql, len, d, cfg->keep_db_literals, text, sizeof(text));
-	sql__summarize(sql, len, d, &s);
+	size_t n = sql_text(sql, len, d, cfg, text, &s);
 	store_summary(r, &s);
 	if (n)
 		r->db_query = request__store(r, text, n);

@@ -177,4 +177,11 @@ static inline uint32_t db__le32(const void *p)
 /* Whether the bytes read as text (printable ASCII, UTF-8, white space). */
 bool db__is_text(const char *p, size_t len);
 
+/* The summary cache of db__record_sql and db_stmts__put: statements whose
+ * summary was found by their sanitized text, and those summarized. */
+struct db_summary_stats {
+	uint64_t hits, misses;
+};
+struct db_summary_stats db__summary_stats(void);
+
 #endif

@@ -1,5 +1,6 @@
 /* SQL sanitizer and summary, and the heuristic SQL session. */
 #include "db_harness.h"
+#include "protocols/db.h"
 #include "protocols/sql.h"
 
 static const char *san(const char *q, enum sql_dialect d, bool keep)
@@ -91,6 +92,68 @@ static void summary(const char *q, enum sql_dialect d, const char *op, const cha
 	CHECK_STR(s.collection, coll);
 	if (strcmp(s.operation, op) || strcmp(s.collection, coll))
 		fprintf(stderr, "  for: %s\n", q);
+	/* The summary cache (db.c) summarizes the sanitized text instead: the
+	 * same answer, with literals hidden or kept. */
+	for (int keep = 0; keep < 2; keep++) {
+		const char *text = san(q, d, keep);
+		struct sql_summary t;
+		sql__summarize(text, strlen(text), d, &t);
+		CHECK_STR(t.operation, op);
+		CHECK_STR(t.collection, coll);
+		if (strcmp(t.operation, op) || strcmp(t.collection, coll))
+			fprintf(stderr, "  for the sanitized text of: %s\n", q);
+	}
+}
+
+/* db__record_sql remembers summaries by sanitized text: a statement repeated
+ * with other literals is a hit and gets the same summary; another dialect, a
+ * kept literal, or a text cut at SQL_TEXT_MAX is summarized again. */
+static void record(const char *q, enum sql_dialect d, const char *op, const char *coll)
+{
+	struct request *r = db__record_new();
+	if (!r) {
+		CHECK(r != NULL);
+		return;
+	}
+	request__init(r, REQ_DB_CLIENT);
+	db__record_sql(r, q, strlen(q), d, &cfg);
+	CHECK_STR(request__str(r, r->db_operation), op);
+	CHECK_STR(request__str(r, r->db_collection), coll);
+	db__record_free(r);
+}
+
+static void test_summary_cache(void)
+{
+	struct db_summary_stats s0 = db__summary_stats();
+	record("SELECT abalance FROM pgbench_accounts WHERE aid = 1;", ANSI, "SELECT",
+	       "pgbench_accounts");
+	record("SELECT abalance FROM pgbench_accounts WHERE aid = 97531;", ANSI, "SELECT",
+	       "pgbench_accounts");
+	record("select  abalance from pgbench_accounts /* c */ where aid = 2;", ANSI, "SELECT",
+	       "pgbench_accounts"); /* other text: its own entry */
+	record("SELECT abalance FROM pgbench_accounts WHERE aid = 3;", MYSQL, "SELECT",
+	       "pgbench_accounts");
+	record("UPDATE t SET a = 'x' WHERE id = 1", ANSI, "UPDATE", "t");
+	record("UPDATE t SET a = 'y' WHERE id = 2", ANSI, "UPDATE", "t");
+	struct db_summary_stats s1 = db__summary_stats();
+	CHECK_INT((int)(s1.hits - s0.hits), 2);
+	CHECK_INT((int)(s1.misses - s0.misses), 4);
+
+	/* The table after the cut: summarized from the whole statement. */
+	static char big[SQL_TEXT_MAX + 64];
+	size_t n = 0;
+	n += (size_t)snprintf(big, sizeof(big), "SELECT a");
+	while (n < SQL_TEXT_MAX + 8)
+		n += (size_t)snprintf(big + n, sizeof(big) - n, ", c%zu", n);
+	snprintf(big + n, sizeof(big) - n, " FROM wide");
+	record(big, ANSI, "SELECT", "wide");
+	record(big, ANSI, "SELECT", "wide");
+	cfg.keep_db_literals = true;
+	record("UPDATE t SET a = 'z' WHERE id = 3", ANSI, "UPDATE", "t");
+	cfg.keep_db_literals = false;
+	struct db_summary_stats s2 = db__summary_stats();
+	CHECK_INT((int)(s2.hits - s1.hits), 0);
+	CHECK_INT((int)(s2.misses - s1.misses), 0);
 }
 
 static void test_summarize(void)
@@ -207,6 +270,7 @@ int main(void)
 	test_sanitize();
 	test_sanitize_every_prefix_hides_values();
 	test_summarize();
+	test_summary_cache();
 	test_find_statement();
 	test_heuristic_session();
 	return check_done("test_sql");
