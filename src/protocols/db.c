@@ -249,9 +249,10 @@ void db__record_free(struct request *r)
  * second pass of the lexer. The summary of the sanitized text is the
  * statement's own: the lexer skips literals, comments and white space, which
  * are all the sanitizer changes (tests/unit/test_sql.c checks it on every
- * summary case). Not used when literals are kept (then every text is new) or
- * when the text may have been cut at SQL_TEXT_MAX (the table can come after
- * the cut). Direct-mapped: a slot holds the last text that hashed to it.
+ * summary case, tests/fuzz/fuzz_sql.c on any text that sanitizes to itself
+ * again). Not used when literals are kept (then every text is new) or when
+ * the text may have been cut at SQL_TEXT_MAX (the table can come after the
+ * cut). Direct-mapped: a slot holds the last text that hashed to it.
  */
 #define SUMMARY_SLOTS 256
 #define SUMMARY_TEXT_MAX 1024

@@ -10,30 +10,44 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Character classes, one load per byte: the sanitizer reads every byte of
+ * every statement. Bytes >= 0x80 are UTF-8 letters as far as SQL goes. */
+enum { C_SPACE = 1, C_DIGIT = 2, C_ALPHA = 4, C_IDENT_START = 8, C_IDENT = 16 };
+
+static const uint8_t char_class[256] = {
+	[' '] = C_SPACE, ['\t'] = C_SPACE, ['\n'] = C_SPACE, ['\r'] = C_SPACE, ['\f'] = C_SPACE,
+	['\v'] = C_SPACE,
+	['0' ... '9'] = C_DIGIT | C_IDENT,
+	['a' ... 'z'] = C_ALPHA | C_IDENT_START | C_IDENT,
+	['A' ... 'Z'] = C_ALPHA | C_IDENT_START | C_IDENT,
+	['_'] = C_IDENT_START | C_IDENT,
+	['$'] = C_IDENT,
+	[0x80 ... 0xff] = C_IDENT_START | C_IDENT,
+};
+
 static bool is_space(unsigned char c)
 {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+	return char_class[c] & C_SPACE;
 }
 
 static bool is_digit(unsigned char c)
 {
-	return c >= '0' && c <= '9';
+	return char_class[c] & C_DIGIT;
 }
 
 static bool is_alpha(unsigned char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+	return char_class[c] & C_ALPHA;
 }
 
-/* Identifier characters; bytes >= 0x80 are UTF-8 letters as far as SQL goes. */
 static bool is_ident_start(unsigned char c)
 {
-	return is_alpha(c) || c == '_' || c >= 0x80;
+	return char_class[c] & C_IDENT_START;
 }
 
 static bool is_ident(unsigned char c)
 {
-	return is_ident_start(c) || is_digit(c) || c == '$';
+	return char_class[c] & C_IDENT;
 }
 
 static char upper(char c)
@@ -287,6 +301,7 @@ struct lexer {
 	const char *q;
 	size_t len, i;
 	enum sql_dialect d;
+	char prev; /* the last byte of the last token, as in the sanitizer */
 };
 
 static struct tok next_tok(struct lexer *lx)
@@ -336,12 +351,17 @@ static struct tok next_tok(struct lexer *lx)
 			e = i;
 			while (e < len && is_ident((unsigned char)q[e]))
 				e++;
-			t.kind = T_WORD;
 			t.len = e - i;
+			/* TRUE and FALSE are values, as the sanitizer has them. */
+			t.kind = lx->prev != '.' && (word_is(t.p, t.len, "TRUE") ||
+						     word_is(t.p, t.len, "FALSE"))
+					 ? T_OTHER
+					 : T_WORD;
 			lx->i = e;
 		} else {
 			lx->i++;
 		}
+		lx->prev = q[lx->i - 1];
 		return t;
 	}
 }
@@ -387,10 +407,10 @@ static bool read_name(struct lexer *lx, char *out, size_t cap, bool in_from)
 		size_t take = t.len < cap - 1 - n ? t.len : cap - 1 - n;
 		memcpy(out + n, t.p, take);
 		n += take;
-		size_t save = lx->i;
+		struct lexer save = *lx;
 		struct tok dot = next_tok(lx);
 		if (dot.kind != T_DOT) {
-			lx->i = save;
+			*lx = save;
 			break;
 		}
 		t = next_tok(lx);
@@ -400,9 +420,9 @@ static bool read_name(struct lexer *lx, char *out, size_t cap, bool in_from)
 			out[n++] = '.';
 	}
 	out[n] = '\0';
-	size_t save = lx->i;
+	struct lexer save = *lx;
 	bool call = in_from && next_tok(lx).kind == T_OPEN;
-	lx->i = save;
+	*lx = save;
 	if (call || !n) {
 		out[0] = '\0';
 		return false;
@@ -458,6 +478,10 @@ static bool find_word(struct lexer *lx, const char *w, int max_tokens)
 void sql__summarize(const char *q, size_t len, enum sql_dialect d, struct sql_summary *out)
 {
 	memset(out, 0, sizeof(*out));
+	/* As in the sanitizer: a comment does not run past a NUL. */
+	const char *nul = memchr(q, '\0', len);
+	if (nul)
+		len = (size_t)(nul - q);
 	struct lexer lx = {.q = q, .len = len, .d = d};
 	struct tok t = next_tok(&lx);
 	while (t.kind == T_OPEN)
@@ -503,14 +527,14 @@ void sql__summarize(const char *q, size_t len, enum sql_dialect d, struct sql_su
 			read_name(&lx, coll, cap, false);
 	} else if (!strcmp(op, "CREATE") || !strcmp(op, "DROP") || !strcmp(op, "ALTER") ||
 		   !strcmp(op, "TRUNCATE")) {
-		size_t save = lx.i;
+		struct lexer save = lx;
 		if (find_word(&lx, "TABLE", 6)) {
 			read_name(&lx, coll, cap, false);
 		} else if (!strcmp(op, "TRUNCATE")) {
-			lx.i = save;
+			lx = save;
 			read_name(&lx, coll, cap, false);
 		} else {
-			lx.i = save;
+			lx = save;
 			if (find_word(&lx, "INDEX", 4) && find_word(&lx, "ON", 8))
 				read_name(&lx, coll, cap, false);
 		}

@@ -36,7 +36,8 @@ struct sql_summary {
 /* The statement's operation and the table it works on: FROM / JOIN for
  * SELECT (the outermost one), INTO for INSERT, UPDATE's table, DELETE FROM,
  * TABLE for CREATE/DROP/ALTER/TRUNCATE, ON for CREATE INDEX. WITH ... picks
- * the statement after the common table expressions. */
+ * the statement after the common table expressions. The text ends at the
+ * first NUL byte, as for sql__sanitize. */
 void sql__summarize(const char *q, size_t len, enum sql_dialect d, struct sql_summary *out);
 
 /* Whether buf holds an SQL statement starting at most max_offset bytes in
