@@ -621,26 +621,31 @@ def idle_row(tmp, ngx, sink, seconds=20.0):
 
 def untraced_row(tmp, ngx, sink, pairs, rounds):
     """ns added per read()/write() syscall of a process rastro does not trace:
-    on a pipe (no socket: with the socket hooks no program runs at all) and on
+    on a pipe (no socket: with the socket hooks no program runs at all), on
     a loopback TCP connection (every send and receive runs a program, which
-    stops at the traced-process test)."""
+    stops at the traced-process test), and on two pipes between two
+    processes on one CPU, where every read blocks (a context switch each:
+    the sched_switch program runs, and bpf_stats does not count what its
+    dispatch costs, so the CPU-time delta is the figure there)."""
     def once(mode):
-        cmd = [str(TOOLS / "syscalls")] + (["--tcp"] if mode == "tcp" else []) + [str(rounds)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        return json.loads(out)["ns_per_syscall"]
+        args = {"pipe": [str(rounds)], "tcp": ["--tcp", str(rounds)],
+                "block": ["--block", str(rounds // 4)]}[mode]
+        out = subprocess.run([str(TOOLS / "syscalls")] + args, capture_output=True, text=True,
+                             check=True).stdout
+        return json.loads(out)
 
-    res = {"row": "untraced process: read()/write() on a pipe and on loopback TCP, "
-                  "rastro tracing nginx", "syscalls": 2 * rounds}
-    for mode in ("pipe", "tcp"):
+    res = {"row": "untraced process: read()/write() on a pipe, on loopback TCP, and "
+                  "blocking on pipes, rastro tracing nginx", "syscalls": 2 * rounds}
+    for mode in ("pipe", "tcp", "block"):
         wo, wi = [], []
         for i in range(pairs):
             for w in ((False, True) if i % 2 == 0 else (True, False)):
                 if w:
                     r = start_traced_rastro(tmp, sink, ngx.proc.pid, ngx.port, "nginx")
-                    wi.append(once(mode))
+                    wi.append(once(mode)["ns_per_syscall"])
                     r.stop()
                 else:
-                    wo.append(once(mode))
+                    wo.append(once(mode)["ns_per_syscall"])
         deltas = [b - a for a, b in zip(wo, wi)]
         # In-kernel part, exactly: the programs' own time during the loop,
         # per syscall of the loop (nginx is idle meanwhile).
@@ -648,7 +653,7 @@ def untraced_row(tmp, ngx, sink, pairs, rounds):
         try:
             with BpfStats():
                 before = r.bpf_progs()
-                once(mode)
+                run = once(mode)
                 after = r.bpf_progs()
         finally:
             r.stop()
@@ -656,8 +661,8 @@ def untraced_row(tmp, ngx, sink, pairs, rounds):
         log(f"untraced {mode}: without {wo} with {wi}; bpf {rt} ns in {cnt} runs")
         res[mode] = {"ns_without": median(wo), "ns_with": median(wi), "ns_added": median(deltas),
                      "ns_added_spread": spread(deltas), "bpf_runs": cnt,
-                     "bpf_ns_per_syscall": rt / (2 * rounds),
-                     "bpf_ns_per_run": rt / max(cnt, 1)}
+                     "bpf_ns_per_syscall": rt / run["syscalls"],
+                     "bpf_ns_per_run": rt / max(cnt, 1), "switches": run.get("switches")}
     return res
 
 
@@ -1074,7 +1079,9 @@ def main():
             u["notes"] = "; ".join(
                 f"{m}: +{u[m]['ns_added']:.1f} ns/syscall ({u[m]['ns_without']:.0f} → "
                 f"{u[m]['ns_with']:.0f}), BPF {u[m]['bpf_ns_per_syscall']:.1f} ns/syscall "
-                f"({u[m]['bpf_runs']} runs)" for m in ("pipe", "tcp"))
+                f"({u[m]['bpf_runs']} runs)" for m in ("pipe", "tcp", "block"))
+            u["notes"] += (f" (block: 2 of every 4 syscalls block, +"
+                           f"{2 * u['block']['ns_added']:.0f} ns per blocking read)")
             rows.append(u)
         if want("events"):
             e = events_row(tmp, sink, int(1000000 * scale))
