@@ -13,8 +13,11 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	  -Isrc -Isrc/bpf -I$(BUILD) -I$(BUILD)/gen
 LDLIBS := -lbpf -lelf -lz -lyaml -lprotobuf-c -lm
+# BPF_EXTRA: more clang flags for the BPF object (bench/ablate.py builds
+# variants with it).
+BPF_EXTRA ?=
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
-	      -I$(BUILD) -Isrc/bpf
+	      -I$(BUILD) -Isrc/bpf $(BPF_EXTRA)
 
 # Agent sources (everything but the BPF side).
 SRCS := $(shell find src -name '*.c' ! -name '*.bpf.c' | sort)

@@ -4,6 +4,9 @@
 #   bench/run.sh [--quick] [--pairs N] [--only 5k,20k,...] [--json FILE]
 #   bench/run.sh --ab OLD_BINARY NEW_BINARY [--rounds N]   (bench/ab.py: two
 #                builds side by side on one nginx, their CPU per request)
+#   bench/run.sh --ablate [--workload nginx|pgbench] VARIANT...   (bench/ablate.py:
+#                builds with one part of a traced event left out, their
+#                programs' time per request)
 # RASTRO_BIN / RASTRO_BUILD select another build (default ./rastro, build/).
 # A benchmark, not a test: it never fails on a timing.
 set -euo pipefail
@@ -31,5 +34,9 @@ make -s BUILD="$BUILD_DIR" "$BUILD_DIR/bench/noop.bpf.o"
 if [ "${1:-}" = --ab ]; then
 	shift
 	exec /usr/bin/python3 bench/ab.py "$@"
+fi
+if [ "${1:-}" = --ablate ]; then
+	shift
+	exec /usr/bin/python3 bench/ablate.py "$@"
 fi
 exec /usr/bin/python3 bench/bench.py "$@"

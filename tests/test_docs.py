@@ -1,6 +1,9 @@
 """The documentation cannot drift from the code: the settings reference is the
 one rastro prints, every metric the code defines is in docs/metrics.md, and
-every docs/ or deploy/ path the READMEs and deploy/ files name exists."""
+every docs/ or deploy/ path the READMEs and deploy/ files name exists. Nor can
+the benchmark's ablation patch (docs/performance.md): it still applies to the
+BPF programs, and every variant it defines compiles."""
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -85,3 +88,27 @@ def test_path_pattern():
             "not /usr/src/app nor ../deploy/x nor mydocs/a.md")
     assert list(mentioned_paths(text)) == ["docs/configuration.md", "deploy/kubernetes",
                                            "deploy/btf/vmlinux.h"]
+
+
+def test_bench_ablation_patch_applies_and_every_variant_compiles(tmp_path):
+    bpf = tmp_path / "src" / "bpf"
+    bpf.mkdir(parents=True)
+    for f in ("rastro.bpf.c", "rastro.h"):
+        (bpf / f).write_bytes((ROOT / "src" / "bpf" / f).read_bytes())
+    patch = ROOT / "bench" / "ablate.patch"
+    r = subprocess.run(["git", "apply", str(patch)], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, f"bench/ablate.patch no longer applies: {r.stderr}"
+    patched = (bpf / "rastro.bpf.c").read_text()
+    variants = re.findall(r"^  ([A-Z0-9]+) ", patch.read_text(), re.M)
+    variants += re.findall(r"^  [A-Z0-9]+ .{2,}?  +([A-Z0-9]+) ", patch.read_text(), re.M)
+    assert len(set(variants)) == 10, variants
+    vmlinux = ROOT / "build" / "vmlinux.h"
+    assert vmlinux.exists(), "build/vmlinux.h missing: run make first"
+    arch = {"x86_64": "x86", "aarch64": "arm64"}[os.uname().machine]
+    for v in sorted(set(variants)):
+        assert f"ABL_{v}" in patched, v
+        r = subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-mcpu=v3",
+                            f"-D__TARGET_ARCH_{arch}", "-Wall", "-Werror", f"-DABL_{v}",
+                            f"-I{vmlinux.parent}", f"-I{bpf}", "-c", str(bpf / "rastro.bpf.c"),
+                            "-o", str(tmp_path / f"{v}.o")], capture_output=True, text=True)
+        assert r.returncode == 0, f"variant {v} does not compile:\n{r.stderr}"
