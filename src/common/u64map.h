@@ -4,6 +4,7 @@
 #define RASTRO_U64MAP_H
 
 #include <stdint.h>
+#include <string.h>
 
 struct u64map {
 	uint64_t *keys; /* 0 = empty slot */
@@ -31,6 +32,25 @@ static inline uint64_t u64map__hash(uint64_t x)
 	x *= 0x94d049bb133111ebULL;
 	x ^= x >> 31;
 	return x;
+}
+
+/* A hash of n bytes, 8 at a time: keys and texts of tens to hundreds of
+ * bytes (metric series keys, SQL texts). */
+static inline uint64_t u64map__hash_bytes(const void *data, size_t n, uint64_t seed)
+{
+	const unsigned char *p = data;
+	uint64_t h = 0x9E3779B97F4A7C15ull ^ seed ^ n;
+	while (n >= 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdull;
+		h ^= h >> 32;
+		p += 8;
+		n -= 8;
+	}
+	uint64_t w = 0;
+	memcpy(&w, p, n);
+	return u64map__hash(h ^ w);
 }
 
 #endif

@@ -293,18 +293,7 @@ static void key_int(struct keybuf *k, bool present, int64_t v)
 
 static uint64_t key_hash(const unsigned char *p, size_t n)
 {
-	uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
-	while (n >= 8) {
-		uint64_t w;
-		memcpy(&w, p, 8);
-		h = (h ^ w) * 0xff51afd7ed558ccdull;
-		h ^= h >> 32;
-		p += 8;
-		n -= 8;
-	}
-	uint64_t w = 0;
-	memcpy(&w, p, n);
-	h = u64map__hash(h ^ w);
+	uint64_t h = u64map__hash_bytes(p, n, 0);
 	return h ? h : 1; /* u64map keys are non-zero */
 }
 

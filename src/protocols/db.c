@@ -1,5 +1,7 @@
 #include "protocols/db.h"
 
+#include "common/u64map.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,24 +270,6 @@ struct summary_slot {
 static struct summary_slot summary_cache[SUMMARY_SLOTS];
 static struct db_summary_stats summary_stats;
 
-/* 8 bytes at a time: texts are tens to hundreds of bytes. */
-static uint64_t text_hash(const char *p, size_t n, uint64_t seed)
-{
-	uint64_t h = 0x9e3779b97f4a7c15ULL ^ seed ^ n;
-	while (n >= 8) {
-		uint64_t w;
-		memcpy(&w, p, 8);
-		h = (h ^ w) * 0xff51afd7ed558ccdULL;
-		h ^= h >> 32;
-		p += 8;
-		n -= 8;
-	}
-	uint64_t w = 0;
-	memcpy(&w, p, n);
-	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-	return h ^ (h >> 29);
-}
-
 static size_t sql_text(const char *sql, size_t len, enum sql_dialect d,
 		       const struct rastro_config *cfg, char *text, struct sql_summary *out)
 {
@@ -294,7 +278,7 @@ static size_t sql_text(const char *sql, size_t len, enum sql_dialect d,
 		sql__summarize(sql, len, d, out);
 		return n;
 	}
-	uint64_t h = text_hash(text, n, d);
+	uint64_t h = u64map__hash_bytes(text, n, d);
 	struct summary_slot *slot = &summary_cache[h % SUMMARY_SLOTS];
 	if (slot->text && slot->hash == h && slot->len == n && slot->dialect == d &&
 	    !memcmp(slot->text, text, n)) {

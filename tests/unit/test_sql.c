@@ -84,25 +84,25 @@ static void test_sanitize_every_prefix_hides_values(void)
 	CHECK_STR(out, "INSERT INTO cards (holder, number, cvv, note) VALUES (?, ?, ?, ?)");
 }
 
-static void summary(const char *q, enum sql_dialect d, const char *op, const char *coll)
+/* Summarizes text and checks the result; what names the text in a failure. */
+static void summary_of(const char *text, enum sql_dialect d, const char *op, const char *coll,
+		       const char *what, const char *q)
 {
 	struct sql_summary s;
-	sql__summarize(q, strlen(q), d, &s);
+	sql__summarize(text, strlen(text), d, &s);
 	CHECK_STR(s.operation, op);
 	CHECK_STR(s.collection, coll);
 	if (strcmp(s.operation, op) || strcmp(s.collection, coll))
-		fprintf(stderr, "  for: %s\n", q);
+		fprintf(stderr, "  for %s: %s\n", what, q);
+}
+
+static void summary(const char *q, enum sql_dialect d, const char *op, const char *coll)
+{
+	summary_of(q, d, op, coll, "the statement", q);
 	/* The summary cache (db.c) summarizes the sanitized text instead: the
 	 * same answer, with literals hidden or kept. */
-	for (int keep = 0; keep < 2; keep++) {
-		const char *text = san(q, d, keep);
-		struct sql_summary t;
-		sql__summarize(text, strlen(text), d, &t);
-		CHECK_STR(t.operation, op);
-		CHECK_STR(t.collection, coll);
-		if (strcmp(t.operation, op) || strcmp(t.collection, coll))
-			fprintf(stderr, "  for the sanitized text of: %s\n", q);
-	}
+	for (int keep = 0; keep < 2; keep++)
+		summary_of(san(q, d, keep), d, op, coll, "the sanitized text of", q);
 }
 
 /* db__record_sql remembers summaries by sanitized text: a statement repeated
