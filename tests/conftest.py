@@ -156,10 +156,24 @@ class Rastro:
             return ""
 
     def wait_traced(self, pid, timeout=10.0):
-        """Waits until rastro instruments pid (directly or as a fork)."""
-        return wait_for(lambda: f"instrumenting pid {pid} " in self.stderr()
-                        or f"forked {pid}:" in self.stderr(),
-                        timeout=timeout, what=f"pid {pid} to be instrumented")
+        """Waits until rastro instruments pid (directly or as a fork). A
+        timeout says what the process was and what rastro logged."""
+        try:
+            return wait_for(lambda: f"instrumenting pid {pid} " in self.stderr()
+                            or f"forked {pid}:" in self.stderr(),
+                            timeout=timeout, what=f"pid {pid} to be instrumented")
+        except TimeoutError as e:
+            try:
+                exe = os.readlink(f"/proc/{pid}/exe")
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = f"alive: {exe} ({cmd.strip()}), parent " + next(
+                    line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("PPid:"))
+            except (OSError, StopIteration) as err:
+                state = f"not readable: {err}"
+            tail = "\n".join(self.stderr().splitlines()[-40:])
+            raise TimeoutError(f"{e}; the process is {state}; rastro's log ends with:\n{tail}") \
+                from None
 
     def snapshot(self, pred=None):
         with self._lock:

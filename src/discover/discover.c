@@ -34,6 +34,7 @@ struct listeners {
 	uint64_t netns;     /* its inode; 0: a free slot */
 	uint64_t loaded_ms; /* CLOCK_MONOTONIC */
 	uint32_t gen;       /* listen_gen when loaded */
+	uint32_t scan;      /* scan_gen when loaded */
 	int count, cap;
 	struct listener *items;
 };
@@ -53,6 +54,9 @@ struct discovery {
 	/* Bumped by every listen() of the machine (RASTRO_EV_LISTEN): the
 	 * cached listeners of every namespace are read again after one. */
 	uint32_t listen_gen;
+	/* Bumped by every scan: rastro's own namespace, read through socket
+	 * diagnostics (cheap), is read again by each. */
+	uint32_t scan_gen;
 	struct listeners netns[NETNS_CACHED];
 	struct listeners unknown_netns; /* a process whose namespace rastro cannot read */
 	char hostname[64];
@@ -254,10 +258,12 @@ static uint64_t now_ms(void)
 /*
  * The listening sockets of pid's network namespace. Each namespace's
  * are read once and kept (NETNS_CACHED namespaces) until the next listen()
- * anywhere on the machine (every one is an event: listen_gen), or
- * LISTENERS_MAX_AGE_MS (a listen event lost to a full ring). Rastro's own
- * namespace is asked through socket diagnostics, others through
- * /proc/PID/net/tcp{,6}: a netlink socket answers for its own namespace only,
+ * anywhere on the machine (every one is an event: listen_gen), and for
+ * rastro's own namespace until the next scan, for the others
+ * LISTENERS_MAX_AGE_MS: a listen event can be lost (a full ring), and the
+ * scan is what finds its server then. Rastro's own namespace is asked
+ * through socket diagnostics, others through /proc/PID/net/tcp{,6} (about
+ * 4 ms a file here): a netlink socket answers for its own namespace only,
  * and entering another takes CAP_SYS_ADMIN, which rastro gives up after
  * start-up.
  */
@@ -276,16 +282,18 @@ static struct listeners *netns_listeners(struct discovery *d, uint32_t pid)
 		if (c->loaded_ms < oldest->loaded_ms)
 			oldest = c;
 	}
-	if (l && netns && l->gen == d->listen_gen && now - l->loaded_ms < LISTENERS_MAX_AGE_MS)
+	bool own = netns && netns == d->self_netns;
+	if (l && netns && l->gen == d->listen_gen &&
+	    (own ? l->scan == d->scan_gen : now - l->loaded_ms < LISTENERS_MAX_AGE_MS))
 		return l;
 	if (!l)
 		l = oldest; /* a free slot has loaded_ms 0 */
 	l->netns = netns;
 	l->loaded_ms = now;
 	l->gen = d->listen_gen;
+	l->scan = d->scan_gen;
 	l->count = 0;
 	char path[64];
-	bool own = netns && netns == d->self_netns;
 	if (!own || diag_listeners(AF_INET, l)) {
 		snprintf(path, sizeof(path), "/proc/%u/net/tcp", pid);
 		load_listeners_file(path, l);
@@ -519,6 +527,7 @@ int discovery__scan(struct discovery *d)
 	DIR *proc = opendir("/proc");
 	if (!proc)
 		return error("cannot read /proc: %s", strerror(errno));
+	d->scan_gen++;
 	uint32_t *found = NULL;
 	size_t nfound = 0, cap = 0;
 	struct dirent *de;
