@@ -258,6 +258,8 @@ void db__record_free(struct request *r)
  */
 #define SUMMARY_SLOTS 256
 #define SUMMARY_TEXT_MAX 1024
+/* A text cut at SQL_TEXT_MAX is longer than that: never remembered. */
+_Static_assert(SUMMARY_TEXT_MAX + 1 < SQL_TEXT_MAX, "cut texts must exceed SUMMARY_TEXT_MAX");
 
 struct summary_slot {
 	uint64_t hash;
@@ -274,7 +276,7 @@ static size_t sql_text(const char *sql, size_t len, enum sql_dialect d,
 		       const struct rastro_config *cfg, char *text, struct sql_summary *out)
 {
 	size_t n = sql__sanitize(sql, len, d, cfg->keep_db_literals, text, SQL_TEXT_MAX);
-	if (cfg->keep_db_literals || n + 1 >= SQL_TEXT_MAX || n > SUMMARY_TEXT_MAX) {
+	if (cfg->keep_db_literals || n > SUMMARY_TEXT_MAX) {
 		sql__summarize(sql, len, d, out);
 		return n;
 	}

@@ -71,6 +71,14 @@ static bool word_is(const char *p, size_t len, const char *kw)
 	return true;
 }
 
+/* Whether the word at p is the value TRUE or FALSE: not after a ".", where
+ * it names a column. The sanitizer hides it as a literal, and the summary
+ * takes it as one too. */
+static bool is_boolean(const char *p, size_t len, char prev)
+{
+	return prev != '.' && (word_is(p, len, "TRUE") || word_is(p, len, "FALSE"));
+}
+
 /* Index after the closing quote of a quoted run starting after its opening
  * quote at i; len when it is not closed (cut text). A doubled quote is an
  * escaped quote; backslash escapes where the dialect has them. */
@@ -271,9 +279,7 @@ size_t sql__sanitize(const char *q, size_t len, enum sql_dialect d, bool keep, c
 		} else if (is_ident_start(c)) {
 			while (i < len && is_ident((unsigned char)q[i]))
 				i++;
-			bool boolean = word_is(q + start, i - start, "TRUE") ||
-				       word_is(q + start, i - start, "FALSE");
-			if (boolean && prev != '.')
+			if (is_boolean(q + start, i - start, prev))
 				put_literal(&o, q + start, i - start, keep);
 			else
 				put(&o, q + start, i - start);
@@ -352,11 +358,7 @@ static struct tok next_tok(struct lexer *lx)
 			while (e < len && is_ident((unsigned char)q[e]))
 				e++;
 			t.len = e - i;
-			/* TRUE and FALSE are values, as the sanitizer has them. */
-			t.kind = lx->prev != '.' && (word_is(t.p, t.len, "TRUE") ||
-						     word_is(t.p, t.len, "FALSE"))
-					 ? T_OTHER
-					 : T_WORD;
+			t.kind = is_boolean(t.p, t.len, lx->prev) ? T_OTHER : T_WORD;
 			lx->i = e;
 		} else {
 			lx->i++;
