@@ -624,9 +624,9 @@ def untraced_row(tmp, ngx, sink, pairs, rounds):
     on a pipe (no socket: with the socket hooks no program runs at all), on
     a loopback TCP connection (every send and receive runs a program, which
     stops at the traced-process test), and on two pipes between two
-    processes on one CPU, where every read blocks (a context switch each:
-    the sched_switch program runs, and bpf_stats does not count what its
-    dispatch costs, so the CPU-time delta is the figure there)."""
+    processes on one CPU, where every read blocks (a context switch each;
+    no program runs there since rastro stopped hooking sched_switch, which
+    bpf_stats did not fully count: the CPU-time delta is the figure)."""
     def once(mode):
         args = {"pipe": [str(rounds)], "tcp": ["--tcp", str(rounds)],
                 "block": ["--block", str(rounds // 4)]}[mode]

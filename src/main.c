@@ -137,6 +137,27 @@ static uint64_t poll_ms;
  * context switches and a timer), 1.4 ms of CPU a second at 50 ms. */
 #define IDLE_POLL_MAX_MS 500
 
+/* The data events the CPUs hold back (rastro.bpf.c, hold_begin) go to the
+ * ring buffer once per ebpf.poll_interval, from the first drain after it (or
+ * now, with force): under load, when its wakeups keep the poll timer from
+ * firing, as well as when idle. */
+static void deliver_held(struct app *app, bool force)
+{
+	static uint64_t last_ns;
+	static bool warned;
+	uint64_t now = loop__now_ns();
+	if (!force && now - last_ns < app->cfg.poll_ms * 1000000ull)
+		return;
+	last_ns = now;
+	int err = capture__flush(app->cap);
+	if (err && !warned) {
+		warned = true;
+		log_warn("cannot deliver the data events the CPUs hold back (BPF_PROG_TEST_RUN: %s): "
+			 "they wait until a CPU's batch fills, a client sends, or a connection ends",
+			 strerror(-err));
+	}
+}
+
 /* Runs after every wakeup of the loop, whatever woke it (the ring buffer
  * past ebpf.wakeup_bytes, an exporter's socket, a timer, the poll timer's
  * own timeout), and moves the poll timer to poll_ms after this drain: under
@@ -149,6 +170,7 @@ static void drain(void *ctx)
 	struct app *app = ctx;
 	uint64_t one = 1;
 	refresh_clock(app);
+	deliver_held(app, false);
 	int n = capture__drain_max(app->cap, DRAIN_CHUNK);
 	if (n == DRAIN_CHUNK && more_fd >= 0 && write(more_fd, &one, sizeof(one)) < 0)
 		log_debug("cannot signal the rest of the ring buffer: %s", strerror(errno));
@@ -374,8 +396,10 @@ static void drop_capabilities(struct app *app)
 
 static void stop(struct app *app)
 {
-	if (app->cap)
+	if (app->cap) {
+		deliver_held(app, true);
 		capture__drain(app->cap);
+	}
 	if (app->ct)
 		conntrack__close_all(app->ct, loop__now_ns());
 	if (app->cap && app->ct)

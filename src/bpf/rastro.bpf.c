@@ -11,8 +11,11 @@
  *   tp_btf/inet_sock_set_state end of tracked connections; with the socket
  *                              hooks also connect and listen
  *   tp_btf/sched_process_*     exec (discovery), fork (inherit), exit
- *   tp_btf/sched_switch        delivers the data events a thread held back
- *                              (with the socket hooks: see hold_begin)
+ *   tp_btf/sched_migrate_task  a traced thread moves to another CPU: the
+ *                              events its old CPU holds go first
+ *   raw_tp rastro_flush        not attached: the agent runs it before each
+ *                              periodic drain, to deliver the data events
+ *                              the CPUs hold back (socket hooks: hold_begin)
  *
  * The agent loads one of the first two sets (socket_hooks). Syscall
  * arguments are read from the task's saved user registers, so no sys_enter
@@ -93,6 +96,8 @@ const volatile __u32 selftest_reject = 0;
 /* 1: data comes from the socket hooks (rastro_sock_send/recv), connect and
  * listen from rastro_sock_state; 0: all three from rastro_sys_exit. */
 const volatile __u32 socket_hooks = 0;
+/* Possible CPUs (libbpf_num_possible_cpus), for rastro_flush. */
+const volatile __u32 nr_cpus = 1;
 
 /* Unique connection ids; 0 is never used. */
 __u64 next_conn_id = 1;
@@ -147,9 +152,8 @@ struct scratch {
 	/* Twice the capture size: a copy starts at an offset masked below
 	 * RASTRO_CAPTURE_MAX and is at most RASTRO_CAPTURE_MAX long. */
 	__u8 data[2 * RASTRO_CAPTURE_MAX];
-	/* Set while a program changes the held events (hold_begin): a program
-	 * that interrupts it (the state hook in a softirq) or runs after a
-	 * preemption inside it leaves them alone. */
+	/* 1 + the CPU whose program is changing or delivering the held events
+	 * now, 0 when none: see hold_lock. */
 	__u32 busy;
 	__u32 cpu1; /* 1 + this CPU's number, once known */
 	/* The last held event: its offset in held, and its socket. */
@@ -411,7 +415,8 @@ static __always_inline bool decode_io(struct pt_regs *regs, long nr, struct io_a
 	}
 }
 
-/* Delivers the events this CPU holds back, as one RASTRO_EV_BATCH record. */
+/* Delivers the events CPU s->cpu1 - 1 holds back, as one RASTRO_EV_BATCH
+ * record; the caller holds them (hold_lock). */
 static __always_inline void flush_held(struct scratch *s)
 {
 	__u32 n = s->batch.count;
@@ -437,14 +442,80 @@ static __always_inline void flush_held(struct scratch *s)
 	s->batch.len = 0;
 }
 
-/* The same, from the hooks that are not data events (the scheduler's
- * switch, the state and process hooks), unless a program is changing them. */
+/* How many times hold_lock asks again while another CPU holds the events:
+ * that CPU is inside a program (preemption is off in tracepoints and in
+ * rastro_flush), which takes well under a microsecond to deliver them. */
+#define HOLD_LOCK_TRIES 64
+
+/*
+ * Takes the held events of scratch s (any CPU's) for a program running on
+ * CPU me - 1. 1: taken, release with hold_unlock. 0: a program on this very
+ * CPU has them (this one interrupted it, or runs inside it): it cannot be
+ * waited for. -1: another CPU kept them through every try (its vCPU was
+ * descheduled by the host, say).
+ */
+static __always_inline int hold_lock(struct scratch *s, __u32 me)
+{
+	for (int i = 0; i < HOLD_LOCK_TRIES; i++) {
+		__u32 owner = __sync_val_compare_and_swap(&s->busy, 0, me);
+		if (!owner)
+			return 1;
+		if (owner == me)
+			return 0;
+	}
+	return -1;
+}
+
+static __always_inline void hold_unlock(struct scratch *s)
+{
+#if defined(__TARGET_ARCH_x86)
+	barrier(); /* x86 keeps stores in order: the events are written before */
+	s->busy = 0;
+#else
+	__sync_lock_test_and_set(&s->busy, 0); /* a full barrier (BPF_XCHG) */
+#endif
+}
+
+/* Delivers what this CPU holds, from the hooks that are not data events (the
+ * state and process hooks), unless a program of this CPU is changing them. */
 static __always_inline void flush_cpu(void)
 {
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
-	if (s && s->batch.count && !s->busy)
+	if (s && s->batch.count && hold_lock(s, s->cpu1) == 1) {
 		flush_held(s);
+		hold_unlock(s);
+	}
+}
+
+/* Delivers what CPU cpu holds, from a program on CPU me - 1 (possibly the
+ * same; counted when not). false when it could not (hold_lock). */
+static __always_inline bool flush_other(__u32 cpu, __u32 me)
+{
+	__u32 zero = 0;
+	struct scratch *r = bpf_map_lookup_percpu_elem(&scratch_map, &zero, cpu);
+	if (!r || !r->batch.count)
+		return true;
+	if (hold_lock(r, me) != 1)
+		return false;
+	if (r->batch.count && cpu != me - 1)
+		stat_inc(RASTRO_STAT_BATCH_TAKEN_OVER);
+	flush_held(r);
+	hold_unlock(r);
+	return true;
+}
+
+static long flush_one(__u64 cpu, void *me)
+{
+	flush_other(cpu, *(__u32 *)me);
+	return 0;
+}
+
+/* Delivers what every CPU holds. */
+static __always_inline void flush_all(void)
+{
+	__u32 me = bpf_get_smp_processor_id() + 1;
+	bpf_loop(nr_cpus < RASTRO_HOLD_CPUS ? nr_cpus : RASTRO_HOLD_CPUS, flush_one, &me, 0);
 }
 
 static __always_inline void output_one(struct scratch *s, struct rastro_data_event *ev, __u32 size)
@@ -459,42 +530,57 @@ static __always_inline void output_one(struct scratch *s, struct rastro_data_eve
 
 /*
  * Every ring buffer record costs a reservation (a lock that disables
- * interrupts) and a commit, so the data events of the thread running on a
- * CPU are held back in that CPU's scratch, written there in place, and
- * delivered as one record (RASTRO_EV_BATCH) when the thread stops running on
- * the CPU (rastro_switch: it blocks, is preempted or exits), when it sends a
- * client's request (the server's side of that connection, traced too, is
- * linked to it and must not be read first: traces.c), when the next would
- * not fit, and before any other event of the CPU (close, exec, fork, exit,
- * listen). So the agent reads a thread's events in the order it made them,
- * before anything it does after blocking. A peer's reset can still end a
- * connection from another CPU while its last events are held here: each
- * held event marks its connection with this CPU and its batch number
- * (batch_gen), and the close event names the batch the agent must read
- * before it ends the connection (rastro_sock_state).
+ * interrupts) and a commit, so the data events of a CPU are held back in its
+ * scratch, written there in place, and delivered as one record
+ * (RASTRO_EV_BATCH):
+ * - when the next would not fit (RASTRO_HOLD_BYTES);
+ * - when a client sends a request (the server's side of that connection,
+ *   traced too, is linked to it and must not be read first: traces.c);
+ * - before any other event of the CPU (close, exec, fork, listen);
+ * - before a process's exit event, from every CPU: the agent forgets the
+ *   process there, and would drop its events read later;
+ * - when a thread of a traced process moves to another CPU, before it runs
+ *   there (rastro_migrate);
+ * - before an event of a connection whose earlier events another CPU holds
+ *   (a thread handed the socket to a thread there): that CPU's go first,
+ *   delivered by this one (emit_data);
+ * - at the latest at the agent's next periodic drain (rastro_flush).
+ * A CPU's batch can hold the events of several threads and processes; the
+ * agent reads each thread's events, and each connection's, in the order they
+ * happened. Events of different threads on different CPUs can arrive in
+ * another order than they happened, as they could before batching. Nothing
+ * runs at context switches: a program on sched_switch, which delivered the
+ * held events of a thread that blocked, cost every process of the machine
+ * about 120 ns per blocking syscall, traced or not; threads move between
+ * CPUs far less often.
+ * A peer's reset can end a connection from another CPU while its last
+ * events are held: each held event marks its connection with the CPU and its
+ * batch number (batch_gen), and the close event names the batch the agent
+ * must read before it ends the connection (rastro_sock_state).
  *
- * hold_begin returns where the next event goes, with room for its header
- * and `want` bytes of payload, and marks the held events busy; NULL when it
- * cannot be held: too large (it goes after the held ones), or a program
- * preempted in the middle of holding one owns them. Then it goes alone,
- * from s->ev.
+ * Held events are changed or delivered by one program at a time, of any CPU
+ * (hold_lock). hold_begin returns where the next event goes, with room for
+ * its header and `want` bytes of payload, and takes them; NULL when it cannot
+ * be held: too large (it goes after the held ones), or a program this one
+ * interrupted owns them. Then it goes alone, from s->ev.
  */
 static __always_inline struct rastro_data_event *hold_begin(struct scratch *s, __u32 want)
 {
 	__u32 need = (sizeof(struct rastro_data_event) + want + 7) & ~7u;
-	if (!s->cpu1)
-		s->cpu1 = bpf_get_smp_processor_id() + 1;
 	/* Not with the sys_exit fallback: its one program, for every syscall,
 	 * would exceed the verifier's budget with both ways to place an event. */
-	if (!socket_hooks || s->busy || s->cpu1 > RASTRO_HOLD_CPUS)
+	if (!socket_hooks || s->cpu1 > RASTRO_HOLD_CPUS)
 		return NULL;
-	s->busy = 1;
-	barrier();
+	int locked = hold_lock(s, s->cpu1);
+	if (locked != 1) {
+		if (locked < 0)
+			stat_inc(RASTRO_STAT_UNORDERED);
+		return NULL;
+	}
 	if (s->batch.len + need > RASTRO_HOLD_BYTES)
 		flush_held(s); /* the held ones first */
 	if (need > RASTRO_HOLD_BYTES) {
-		barrier();
-		s->busy = 0;
+		hold_unlock(s);
 		return NULL;
 	}
 	return (struct rastro_data_event *)&s->held[s->batch.len & (RASTRO_HOLD_BYTES - 1)];
@@ -517,8 +603,7 @@ static __always_inline void hold_commit(struct scratch *s, struct rastro_data_ev
 	s->batch.len += (size + 7) & ~7u;
 	if (!hold)
 		flush_held(s);
-	barrier();
-	s->busy = 0;
+	hold_unlock(s);
 }
 
 /*
@@ -532,12 +617,10 @@ static __always_inline void hold_commit(struct scratch *s, struct rastro_data_ev
 static __always_inline bool merge_sendfile(struct scratch *s, struct sock *sk, __u32 seq,
 					   __u32 moved)
 {
-	if (s->busy || !s->batch.count || s->last_sk != (__u64)sk)
+	if (!s->batch.count || s->last_sk != (__u64)sk || hold_lock(s, s->cpu1) != 1)
 		return false;
-	s->busy = 1;
-	barrier();
 	/* Asked again: a program that interrupted the test above (the state
-	 * hook in a softirq) may have delivered them. */
+	 * hook in a softirq), or another CPU, may have delivered them. */
 	bool merged = false;
 	struct rastro_data_event *prev =
 		(struct rastro_data_event *)&s->held[s->last_off & (RASTRO_HOLD_BYTES - 1)];
@@ -549,8 +632,7 @@ static __always_inline bool merge_sendfile(struct scratch *s, struct sock *sk, _
 		stat_inc(RASTRO_STAT_DATA_MERGED);
 		merged = true;
 	}
-	barrier();
-	s->busy = 0;
+	hold_unlock(s);
 	return merged;
 }
 
@@ -564,6 +646,8 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!s)
 		return 0;
+	if (!s->cpu1)
+		s->cpu1 = bpf_get_smp_processor_id() + 1;
 
 	/* A socket already closed (data read after a reset, sent after the
 	 * peer's) gets no state: the close hook that frees it has run. The
@@ -588,6 +672,13 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 		service_id = t->service_id;
 		if (open)
 			c = conn_get(sk, tgid, service_id, role, false);
+	}
+	/* Earlier events of this connection still held by another CPU go
+	 * first (see hold_begin). */
+	if (c && c->held_cpu && c->held_cpu != s->cpu1) {
+		__u32 other = (c->held_cpu - 1) & (RASTRO_HOLD_CPUS - 1);
+		if (batch_gen[other].n == c->held_gen && !flush_other(other, s->cpu1))
+			stat_inc(RASTRO_STAT_UNORDERED);
 	}
 	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u32 seq_after = direction == RASTRO_DIR_EGRESS ? tp->write_seq : tp->copied_seq;
@@ -884,15 +975,26 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 	return 0;
 }
 
-/* A thread stops running on this CPU (it blocks, is preempted, or exits):
- * the events it held go now. Every context switch of the machine runs it:
- * held events are always those of the thread switched out, so the traced
- * bit of its process answers first, as it does for socket I/O. */
-SEC("tp_btf/sched_switch")
-int BPF_PROG(rastro_switch, bool preempt, struct task_struct *prev)
+/* A thread moves to CPU dest_cpu (on a wakeup, or pulled by the load
+ * balancer; this runs on any CPU): what its old CPU holds goes first, so the
+ * agent reads its events in order. Its process is traced: the bit answers
+ * first, as for socket I/O. */
+SEC("tp_btf/sched_migrate_task")
+int BPF_PROG(rastro_migrate, struct task_struct *p, int dest_cpu)
 {
-	if (traced_bit(prev->tgid))
-		flush_cpu();
+	if (traced_bit(p->tgid) &&
+	    !flush_other(p->thread_info.cpu, bpf_get_smp_processor_id() + 1))
+		stat_inc(RASTRO_STAT_UNORDERED);
+	return 0;
+}
+
+/* Run by the agent (BPF_PROG_TEST_RUN), never attached: before each
+ * periodic drain, every CPU's held events go to the ring buffer, so none
+ * waits longer than ebpf.poll_interval (or the idle agent's slower polls). */
+SEC("raw_tp")
+int rastro_flush(void *ctx)
+{
+	flush_all();
 	return 0;
 }
 
@@ -940,6 +1042,8 @@ int BPF_PROG(rastro_exit, struct task_struct *p)
 	__sync_fetch_and_and(&traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)],
 			     ~(1ull << (tgid & 63)));
 	bpf_map_delete_elem(&traced, &tgid);
+	if (socket_hooks)
+		flush_all(); /* its events other CPUs hold go first */
 	emit_proc(RASTRO_EV_EXIT, tgid, 0, service_id, 0);
 	return 0;
 }

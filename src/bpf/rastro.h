@@ -26,7 +26,7 @@ enum rastro_event_type {
 	RASTRO_EV_FORK = 4,   /* a traced process forked a new process */
 	RASTRO_EV_EXIT = 5,   /* a traced process exited */
 	RASTRO_EV_LISTEN = 6, /* any process started listening on a TCP port */
-	RASTRO_EV_BATCH = 7,  /* data events of one thread, held back and delivered together */
+	RASTRO_EV_BATCH = 7,  /* data events one CPU held back, delivered together */
 };
 
 enum rastro_direction {
@@ -78,6 +78,8 @@ enum rastro_loss_cause {
 	RASTRO_STAT_DATA_EVENTS,        /* data events delivered */
 	RASTRO_STAT_DATA_RECORDS,       /* ring buffer records that carried them */
 	RASTRO_STAT_DATA_MERGED,        /* sendfile()s added to the held event before them */
+	RASTRO_STAT_BATCH_TAKEN_OVER,   /* batches delivered by another CPU (rastro.bpf.c) */
+	RASTRO_STAT_UNORDERED,          /* events sent while earlier ones stayed held elsewhere */
 	RASTRO_STAT__COUNT,
 };
 
@@ -114,14 +116,13 @@ struct rastro_data_event {
 	/* followed by `captured` bytes of payload */
 };
 
-/* Data events of one thread on one connection, delivered in one ring buffer
- * record: `count` struct rastro_data_event, each followed by its payload and
+/* Data events one CPU held back, delivered in one ring buffer record: `count` struct rastro_data_event, each followed by its payload and
  * padded to a multiple of 8 bytes, `len` bytes in all. */
 struct rastro_batch_event {
-	struct rastro_event_hdr hdr; /* tgid of the events; ts_ns of the last */
+	struct rastro_event_hdr hdr; /* tgid of the first event; ts_ns of the last */
 	__u32 count;
 	__u32 len;
-	__u32 cpu;  /* the CPU that held them */
+	__u32 cpu;  /* the CPU that held them (not always the one that delivered them) */
 	__u32 gen;  /* that CPU's batch number (see rastro_close_event) */
 };
 

@@ -44,6 +44,8 @@ static const char *const stat_names[RASTRO_STAT__COUNT] = {
 	[RASTRO_STAT_DATA_EVENTS] = "data_events",
 	[RASTRO_STAT_DATA_RECORDS] = "data_records",
 	[RASTRO_STAT_DATA_MERGED] = "data_merged",
+	[RASTRO_STAT_BATCH_TAKEN_OVER] = "batch_taken_over",
+	[RASTRO_STAT_UNORDERED] = "unordered",
 };
 
 const char *capture__stat_name(int idx)
@@ -204,11 +206,13 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	const char *reject = getenv("RASTRO_SELFTEST_REJECT");
 	cap->skel->rodata->selftest_reject = reject && !strcmp(reject, "1");
 	cap->skel->rodata->socket_hooks = socket_hooks;
+	cap->skel->rodata->nr_cpus = cap->ncpus;
 	bpf_program__set_autoload(cap->skel->progs.rastro_sys_exit, !socket_hooks);
 	bpf_program__set_autoload(cap->skel->progs.rastro_sock_send, socket_hooks);
 	bpf_program__set_autoload(cap->skel->progs.rastro_sock_recv, socket_hooks);
 	/* Only the socket hooks hold events back (rastro.bpf.c, hold_begin). */
-	bpf_program__set_autoload(cap->skel->progs.rastro_switch, socket_hooks);
+	bpf_program__set_autoload(cap->skel->progs.rastro_flush, socket_hooks);
+	bpf_program__set_autoload(cap->skel->progs.rastro_migrate, socket_hooks);
 	bpf_map__set_max_entries(cap->skel->maps.events, cfg->ring_buffer_bytes);
 	bpf_map__set_max_entries(cap->skel->maps.conns, cfg->max_connections);
 	bpf_map__set_max_entries(cap->skel->maps.traced, cfg->max_processes);
@@ -243,7 +247,7 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 		{cap->skel->progs.rastro_exec, &cap->skel->links.rastro_exec},
 		{cap->skel->progs.rastro_fork, &cap->skel->links.rastro_fork},
 		{cap->skel->progs.rastro_exit, &cap->skel->links.rastro_exit},
-		{cap->skel->progs.rastro_switch, &cap->skel->links.rastro_switch},
+		{cap->skel->progs.rastro_migrate, &cap->skel->links.rastro_migrate},
 	};
 	for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
 		if (!bpf_program__autoload(progs[i].prog))
@@ -408,6 +412,16 @@ uint64_t capture__skipped_runs(struct capture *cap)
 	return sum;
 }
 
+int capture__flush(struct capture *cap)
+{
+	if (!bpf_program__autoload(cap->skel->progs.rastro_flush))
+		return 0; /* nothing is held back (sys_exit hooks) */
+	LIBBPF_OPTS(bpf_test_run_opts, opts);
+	if (bpf_prog_test_run_opts(bpf_program__fd(cap->skel->progs.rastro_flush), &opts))
+		return -errno;
+	return 0;
+}
+
 int capture__check_map_access(struct capture *cap)
 {
 	uint64_t *percpu = calloc(cap->ncpus, sizeof(uint64_t));
@@ -419,6 +433,8 @@ int capture__check_map_access(struct capture *cap)
 				 sizeof(uint64_t) * cap->ncpus, 0))
 		err = -errno;
 	free(percpu);
+	if (!err)
+		err = capture__flush(cap);
 	return err;
 }
 

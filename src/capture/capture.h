@@ -22,6 +22,9 @@ void capture__close(struct capture *cap);
 
 /* File descriptor that becomes readable when the kernel forces a wakeup. */
 int capture__fd(const struct capture *cap);
+/* Moves the data events the CPUs hold back (rastro.bpf.c, hold_begin) to
+ * the ring buffer, where the next drain reads them: 0 or a negative errno. */
+int capture__flush(struct capture *cap);
 /* Delivers every queued event; returns how many. */
 int capture__drain(struct capture *cap);
 /* Delivers up to max queued events (all when max <= 0); returns how many. */
@@ -36,8 +39,9 @@ int capture__stats(struct capture *cap, uint64_t out[RASTRO_STAT__COUNT]);
  * recursion_misses of each program, Linux 5.12 and later, 0 before). Each is
  * an event never seen: a data event, a connection's close, a fork or exit. */
 uint64_t capture__skipped_runs(struct capture *cap);
-/* Whether this process can still use its maps (a lookup), e.g. after dropping
- * capabilities: 0, or the negative errno of the refusal. */
+/* Whether this process can still use its maps and programs (a lookup and a
+ * flush), e.g. after dropping capabilities: 0, or the negative errno of the
+ * refusal. */
 int capture__check_map_access(struct capture *cap);
 /* Kernel memory held by rastro's maps, in bytes (approximate). */
 uint64_t capture__map_bytes(const struct capture *cap);

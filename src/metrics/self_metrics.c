@@ -64,6 +64,20 @@ static void collect_pipeline(const struct self_stats *st, struct self_family *f,
 	sample(f, st->kernel[RASTRO_STAT_DATA_MERGED]);
 	emit(f, fn, ctx);
 
+	begin(f, "rastro_event_batches_taken_over",
+	      "Batches of data events one CPU held back that another delivered, so that a "
+	      "connection's events stay in order when its thread moves between CPUs (not a loss).",
+	      "{record}", true);
+	sample(f, st->kernel[RASTRO_STAT_BATCH_TAKEN_OVER]);
+	emit(f, fn, ctx);
+
+	begin(f, "rastro_events_unordered",
+	      "Data events delivered while earlier events of their connection stayed held on "
+	      "another CPU that did not release them in time: the parser may read them out of "
+	      "order.", "{event}", true);
+	sample(f, st->kernel[RASTRO_STAT_UNORDERED]);
+	emit(f, fn, ctx);
+
 	begin(f, "rastro_events_lost",
 	      "Events lost, by where (kernel: never delivered; parser: dropped or cut short "
 	      "by a protocol parser) and cause.",
