@@ -315,7 +315,8 @@ class Rastro:
             lost = (k.startswith("rastro_events_lost_total") and "parse_errors" not in k) or \
                 k.startswith(("rastro_spans_dropped_total", "rastro_export_dropped_items_total",
                               "rastro_metric_records_dropped_total",
-                              "rastro_unknown_service_events_total"))
+                              "rastro_unknown_service_events_total",
+                              "rastro_events_unordered_total"))
             if lost and v:
                 out[k] = int(v)
         return out

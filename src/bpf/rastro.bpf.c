@@ -111,10 +111,13 @@ __u64 traced_bits[RASTRO_TRACED_BITS_WORDS];
 
 /* How many batches each CPU has delivered (or lost), one cache line each:
  * a CPU writes its own on every batch, and the state hook of another reads
- * it to tell whether a connection's held events went out already. */
+ * it to tell whether a connection's held events went out already. held: 1
+ * while the CPU holds events, read by the agent (the mmap'ed .bss) to run
+ * rastro_flush on that CPU only. */
 struct {
 	__u32 n;
-	__u32 _pad[15];
+	__u32 held;
+	__u32 _pad[14];
 } batch_gen[RASTRO_HOLD_CPUS];
 
 struct {
@@ -438,6 +441,7 @@ static __always_inline void flush_held(struct scratch *s)
 	}
 	/* After the record is in the ring (see rastro_sock_state). */
 	batch_gen[cpu].n++;
+	batch_gen[cpu].held = 0;
 	s->batch.count = 0;
 	s->batch.len = 0;
 }
@@ -601,6 +605,7 @@ static __always_inline void hold_commit(struct scratch *s, struct rastro_data_ev
 	s->last_sk = (__u64)sk;
 	s->batch.count++;
 	s->batch.len += (size + 7) & ~7u;
+	batch_gen[(s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1)].held = 1;
 	if (!hold)
 		flush_held(s);
 	hold_unlock(s);
@@ -989,12 +994,21 @@ int BPF_PROG(rastro_migrate, struct task_struct *p, int dest_cpu)
 }
 
 /* Run by the agent (BPF_PROG_TEST_RUN), never attached: before each
- * periodic drain, every CPU's held events go to the ring buffer, so none
- * waits longer than ebpf.poll_interval (or the idle agent's slower polls). */
+ * periodic drain, on each CPU that holds events (batch_gen[].held), so none
+ * waits longer than ebpf.poll_interval (or the idle agent's slower polls).
+ * On that CPU (an interrupt): args[0] == 0, this CPU's events, left for the
+ * next time if the interrupt came inside a program that holds them; from
+ * another CPU holding the events the whole time, a program on their own CPU
+ * that wants them would wait, and an interrupt on the delivering CPU can make
+ * that wait longer than hold_lock's tries. args[0] == 1: every CPU's, from
+ * this one (a CPU taken offline, the agent's start-up probe). */
 SEC("raw_tp")
-int rastro_flush(void *ctx)
+int rastro_flush(struct bpf_raw_tracepoint_args *ctx)
 {
-	flush_all();
+	if (ctx->args[0])
+		flush_all();
+	else
+		flush_cpu();
 	return 0;
 }
 

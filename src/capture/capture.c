@@ -412,13 +412,35 @@ uint64_t capture__skipped_runs(struct capture *cap)
 	return sum;
 }
 
+/* Runs rastro_flush once: on CPU cpu (an interrupt there) or, with cpu < 0,
+ * here for every CPU. */
+static int run_flush(struct capture *cap, int cpu)
+{
+	__u64 all = cpu < 0;
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &all, .ctx_size_in = sizeof(all));
+	if (cpu >= 0) {
+		opts.flags = BPF_F_TEST_RUN_ON_CPU;
+		opts.cpu = cpu;
+	}
+	if (bpf_prog_test_run_opts(bpf_program__fd(cap->skel->progs.rastro_flush), &opts))
+		return -errno;
+	return 0;
+}
+
 int capture__flush(struct capture *cap)
 {
 	if (!bpf_program__autoload(cap->skel->progs.rastro_flush))
 		return 0; /* nothing is held back (sys_exit hooks) */
-	LIBBPF_OPTS(bpf_test_run_opts, opts);
-	if (bpf_prog_test_run_opts(bpf_program__fd(cap->skel->progs.rastro_flush), &opts))
-		return -errno;
+	int n = cap->ncpus < RASTRO_HOLD_CPUS ? cap->ncpus : RASTRO_HOLD_CPUS;
+	for (int cpu = 0; cpu < n; cpu++) {
+		if (!__atomic_load_n(&cap->skel->bss->batch_gen[cpu].held, __ATOMIC_RELAXED))
+			continue;
+		int err = run_flush(cap, cpu);
+		if (err == -ENXIO) /* offline: what it held is delivered from here */
+			err = run_flush(cap, -1);
+		if (err)
+			return err;
+	}
 	return 0;
 }
 
@@ -433,8 +455,8 @@ int capture__check_map_access(struct capture *cap)
 				 sizeof(uint64_t) * cap->ncpus, 0))
 		err = -errno;
 	free(percpu);
-	if (!err)
-		err = capture__flush(cap);
+	if (!err && bpf_program__autoload(cap->skel->progs.rastro_flush))
+		err = run_flush(cap, -1);
 	return err;
 }
 
