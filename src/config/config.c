@@ -112,8 +112,9 @@ static const struct setting settings[] = {
 	 NULL},
 	{"ebpf.poll_interval", NULL, {"RASTRO_POLL_INTERVAL"}, T_DURATION, OFF(poll_ms), "50ms", 1,
 	 1000, NULL,
-	 "Longest time an event waits in the ring buffer while events arrive; after a drain "
-	 "that finds none the wait doubles, up to 500ms (or this value when longer).",
+	 "Longest time an event waits in the ring buffer, or held back on its CPU, while "
+	 "events arrive; after a drain that finds none the wait doubles, up to 500ms (or this "
+	 "value when longer).",
 	 NULL},
 	{"ebpf.max_connections", NULL, {"RASTRO_MAX_CONNECTIONS"}, T_UINT, OFF(max_connections),
 	 "65536", 1024, 16777216, NULL,
