@@ -163,6 +163,8 @@ struct scratch {
 	__u32 last_off;
 	__u32 _pad2;
 	__u64 last_sk;
+	/* Bit tid % 64 of every thread with a held event (rastro_migrate). */
+	__u64 held_tids;
 	/* The data events of the thread running on this CPU, held back: batch
 	 * and the first batch.len bytes of held (right after it) are delivered
 	 * as one record. An event starts at an offset masked below
@@ -442,6 +444,7 @@ static __always_inline void flush_held(struct scratch *s)
 	/* After the record is in the ring (see rastro_sock_state). */
 	batch_gen[cpu].n++;
 	batch_gen[cpu].held = 0;
+	s->held_tids = 0;
 	s->batch.count = 0;
 	s->batch.len = 0;
 }
@@ -605,6 +608,7 @@ static __always_inline void hold_commit(struct scratch *s, struct rastro_data_ev
 	s->last_sk = (__u64)sk;
 	s->batch.count++;
 	s->batch.len += (size + 7) & ~7u;
+	s->held_tids |= 1ull << (ev->tid & 63);
 	batch_gen[(s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1)].held = 1;
 	if (!hold)
 		flush_held(s);
@@ -981,14 +985,20 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 }
 
 /* A thread moves to CPU dest_cpu (on a wakeup, or pulled by the load
- * balancer; this runs on any CPU): what its old CPU holds goes first, so the
+ * balancer; this runs on any CPU, often inside the waker's send): what its
+ * old CPU holds goes first when some of it may be that thread's, so the
  * agent reads its events in order. Its process is traced: the bit answers
- * first, as for socket I/O. */
+ * first, as for socket I/O; then the old CPU's thread filter. */
 SEC("tp_btf/sched_migrate_task")
 int BPF_PROG(rastro_migrate, struct task_struct *p, int dest_cpu)
 {
-	if (traced_bit(p->tgid) &&
-	    !flush_other(p->thread_info.cpu, bpf_get_smp_processor_id() + 1))
+	if (!traced_bit(p->tgid))
+		return 0;
+	__u32 zero = 0, cpu = p->thread_info.cpu;
+	struct scratch *r = bpf_map_lookup_percpu_elem(&scratch_map, &zero, cpu);
+	if (!r || !r->batch.count || !(r->held_tids & (1ull << (p->pid & 63))))
+		return 0;
+	if (!flush_other(cpu, bpf_get_smp_processor_id() + 1))
 		stat_inc(RASTRO_STAT_UNORDERED);
 	return 0;
 }

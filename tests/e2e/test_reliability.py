@@ -392,7 +392,7 @@ def test_control_ringbuf_full_closes_counted(rastro, servers, tmp_path):
     """A 64 KiB ring buffer that rastro, stopped (SIGSTOP), does not drain:
     requests fill it, then 20 more connections are opened and closed. Their
     close events find no room and are counted as control_ringbuf_full (all
-    20, but for the few 40-byte events that fit in what the last data event
+    20, but for the 40-byte events that fit in what the last data record
     left), and once rastro runs again it reports new requests."""
     import http.client
     port, conns = free_port(), 20
@@ -438,7 +438,11 @@ http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
         os.kill(r.proc.pid, signal.SIGCONT)
     wait_for(lambda: lost("ringbuf_full") > 0, what="the data events that did not fit")
     closes = lost("control_ringbuf_full")
-    assert conns - 3 <= closes <= conns + 1, closes  # + 1: the first connection's close
+    # + 1: the first connection's close. The close events that still fit go
+    # into what the last data record that failed left: held events are
+    # delivered in records of up to 4 KiB, so that gap can take from none to
+    # dozens of 48-byte close events (4 of these 20 in one run).
+    assert 1 <= closes <= conns + 1, closes
     before = metric(self_metrics(prom), "rastro_requests_total")
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     c.request("GET", "/small")
