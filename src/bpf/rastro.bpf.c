@@ -495,13 +495,12 @@ static __always_inline void flush_cpu(void)
 	}
 }
 
-/* Delivers what CPU cpu holds, from a program on CPU me - 1 (possibly the
- * same; counted when not). false when it could not (hold_lock). */
-static __always_inline bool flush_other(__u32 cpu, __u32 me)
+/* Delivers what CPU cpu holds (r: its scratch), from a program on CPU me - 1
+ * (possibly the same; counted when not). false when it could not
+ * (hold_lock). */
+static __always_inline bool flush_scratch(struct scratch *r, __u32 cpu, __u32 me)
 {
-	__u32 zero = 0;
-	struct scratch *r = bpf_map_lookup_percpu_elem(&scratch_map, &zero, cpu);
-	if (!r || !r->batch.count)
+	if (!r->batch.count)
 		return true;
 	if (hold_lock(r, me) != 1)
 		return false;
@@ -510,6 +509,21 @@ static __always_inline bool flush_other(__u32 cpu, __u32 me)
 	flush_held(r);
 	hold_unlock(r);
 	return true;
+}
+
+static __always_inline bool flush_other(__u32 cpu, __u32 me)
+{
+	__u32 zero = 0;
+	struct scratch *r = bpf_map_lookup_percpu_elem(&scratch_map, &zero, cpu);
+	return !r || flush_scratch(r, cpu, me);
+}
+
+/* Whether c's last held event is still held by another CPU's batch: its
+ * mark (set in emit_data) names a batch that CPU has not delivered yet. */
+static __always_inline bool held_still(const struct rastro_conn *c)
+{
+	return c->held_cpu &&
+	       batch_gen[(c->held_cpu - 1) & (RASTRO_HOLD_CPUS - 1)].n == c->held_gen;
 }
 
 static long flush_one(__u64 cpu, void *me)
@@ -602,6 +616,7 @@ static __always_inline void hold_commit(struct scratch *s, struct rastro_data_ev
 		s->batch.hdr.type = RASTRO_EV_BATCH;
 		s->batch.hdr._pad = 0;
 		s->batch.hdr.tgid = ev->hdr.tgid;
+		batch_gen[(s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1)].held = 1;
 	}
 	s->batch.hdr.ts_ns = ev->hdr.ts_ns;
 	s->last_off = s->batch.len;
@@ -609,7 +624,6 @@ static __always_inline void hold_commit(struct scratch *s, struct rastro_data_ev
 	s->batch.count++;
 	s->batch.len += (size + 7) & ~7u;
 	s->held_tids |= 1ull << (ev->tid & 63);
-	batch_gen[(s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1)].held = 1;
 	if (!hold)
 		flush_held(s);
 	hold_unlock(s);
@@ -684,11 +698,9 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 	}
 	/* Earlier events of this connection still held by another CPU go
 	 * first (see hold_begin). */
-	if (c && c->held_cpu && c->held_cpu != s->cpu1) {
-		__u32 other = (c->held_cpu - 1) & (RASTRO_HOLD_CPUS - 1);
-		if (batch_gen[other].n == c->held_gen && !flush_other(other, s->cpu1))
-			stat_inc(RASTRO_STAT_UNORDERED);
-	}
+	if (c && c->held_cpu != s->cpu1 && held_still(c) &&
+	    !flush_other((c->held_cpu - 1) & (RASTRO_HOLD_CPUS - 1), s->cpu1))
+		stat_inc(RASTRO_STAT_UNORDERED);
 	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u32 seq_after = direction == RASTRO_DIR_EGRESS ? tp->write_seq : tp->copied_seq;
 	/* A read that consumed the peer's FIN advanced copied_seq one past the
@@ -960,9 +972,7 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 		 * reset handled here while the thread that sent it its last
 		 * response has not blocked yet): the agent waits for that
 		 * CPU's batch before it ends the connection. */
-		__u32 held_cpu = c->held_cpu, held_gen = c->held_gen;
-		if (held_cpu && batch_gen[(held_cpu - 1) & (RASTRO_HOLD_CPUS - 1)].n != held_gen)
-			held_cpu = 0; /* delivered */
+		__u32 held_cpu = held_still(c) ? c->held_cpu : 0, held_gen = c->held_gen;
 		struct rastro_close_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (e) {
 			e->hdr.type = RASTRO_EV_CLOSE;
@@ -996,9 +1006,9 @@ int BPF_PROG(rastro_migrate, struct task_struct *p, int dest_cpu)
 		return 0;
 	__u32 zero = 0, cpu = p->thread_info.cpu;
 	struct scratch *r = bpf_map_lookup_percpu_elem(&scratch_map, &zero, cpu);
-	if (!r || !r->batch.count || !(r->held_tids & (1ull << (p->pid & 63))))
+	if (!r || !(r->held_tids & (1ull << (p->pid & 63))))
 		return 0;
-	if (!flush_other(cpu, bpf_get_smp_processor_id() + 1))
+	if (!flush_scratch(r, cpu, bpf_get_smp_processor_id() + 1))
 		stat_inc(RASTRO_STAT_UNORDERED);
 	return 0;
 }
