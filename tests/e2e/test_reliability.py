@@ -438,11 +438,13 @@ http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
         os.kill(r.proc.pid, signal.SIGCONT)
     wait_for(lambda: lost("ringbuf_full") > 0, what="the data events that did not fit")
     closes = lost("control_ringbuf_full")
-    # + 1: the first connection's close. The close events that still fit go
-    # into what the last data record that failed left: held events are
-    # delivered in records of up to 4 KiB, so that gap can take from none to
-    # dozens of 48-byte close events (4 of these 20 in one run).
-    assert 1 <= closes <= conns + 1, closes
+    # The close events that still fit go into what the last data record
+    # that failed left: held events are delivered in records of up to 4 KiB,
+    # so that gap can take from none to dozens of 48-byte close events (4 of
+    # these 20 in one run). The same counter takes the exec, fork, exit and
+    # listen events of any process on the machine that find the ring full
+    # meanwhile (28 in one CI run), so only the lower bound is exact.
+    assert closes >= 1, closes
     before = metric(self_metrics(prom), "rastro_requests_total")
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     c.request("GET", "/small")
