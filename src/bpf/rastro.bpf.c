@@ -109,6 +109,13 @@ __u64 next_conn_id = 1;
  * a load, the hash lookup it saves a hash and a bucket walk. */
 __u64 traced_bits[RASTRO_TRACED_BITS_WORDS];
 
+/* One bit per TCP port that a traced process listens on (set by the agent,
+ * through the mmap'ed .bss, when it starts tracing a process and at each
+ * listen() of one; never cleared while rastro runs). A traced client's
+ * request to such a port goes out at once: the server's side of the
+ * connection may be traced too, and is linked to it (see hold_begin). */
+__u64 server_ports[65536 / 64];
+
 /* How many batches each CPU has delivered (or lost), one cache line each:
  * a CPU writes its own on every batch, and the state hook of another reads
  * it to tell whether a connection's held events went out already. held: 1
@@ -483,6 +490,11 @@ static __always_inline void hold_unlock(struct scratch *s)
 #endif
 }
 
+static __always_inline bool server_port(__u16 port)
+{
+	return server_ports[(port >> 6) & (65536 / 64 - 1)] & (1ull << (port & 63));
+}
+
 /* Delivers what this CPU holds, from the hooks that are not data events (the
  * state and process hooks), unless a program of this CPU is changing them. */
 static __always_inline void flush_cpu(void)
@@ -555,8 +567,11 @@ static __always_inline void output_one(struct scratch *s, struct rastro_data_eve
  * scratch, written there in place, and delivered as one record
  * (RASTRO_EV_BATCH):
  * - when the next would not fit (RASTRO_HOLD_BYTES);
- * - when a client sends a request (the server's side of that connection,
- *   traced too, is linked to it and must not be read first: traces.c);
+ * - when a client sends a request to a port a traced process listens on
+ *   (server_ports): the server's side of that connection, traced too, is
+ *   linked to it and must not be read first (traces.c). A request to any
+ *   other server (a database, another host) waits with the rest: that
+ *   record per request was most of a traced database client's cost;
  * - before any other event of the CPU (close, exec, fork, listen);
  * - before a process's exit event, from every CPU: the agent forgets the
  *   process there, and would drop its events read later;
@@ -634,8 +649,8 @@ static __always_inline void hold_commit(struct scratch *s, struct rastro_data_ev
  * the same direction, with no byte between them: a server's headers by
  * writev() then its body from a file (nginx, Apache). The file's bytes are
  * never captured, so that event grows by them and now ends at this time;
- * one event less to deliver, without a map lookup. Never a client's request
- * (it went out at once, held events are delivered first: see hold_begin).
+ * one event less to deliver, without a map lookup. Never a client's request:
+ * its event's time is when the request began to go out.
  */
 static __always_inline bool merge_sendfile(struct scratch *s, struct sock *sk, __u32 seq,
 					   __u32 moved)
@@ -648,7 +663,8 @@ static __always_inline bool merge_sendfile(struct scratch *s, struct sock *sk, _
 	struct rastro_data_event *prev =
 		(struct rastro_data_event *)&s->held[s->last_off & (RASTRO_HOLD_BYTES - 1)];
 	if (s->batch.count && s->last_sk == (__u64)sk && prev->direction == RASTRO_DIR_EGRESS &&
-	    prev->seq + prev->bytes == seq && prev->bytes + moved > prev->bytes) {
+	    prev->role != RASTRO_ROLE_CLIENT && prev->seq + prev->bytes == seq &&
+	    prev->bytes + moved > prev->bytes) {
 		prev->bytes += moved;
 		prev->hdr.ts_ns = bpf_ktime_get_ns();
 		s->batch.hdr.ts_ns = prev->hdr.ts_ns;
@@ -659,11 +675,13 @@ static __always_inline bool merge_sendfile(struct scratch *s, struct sock *sk, _
 	return merged;
 }
 
-/* Reports `moved` bytes that process tgid (its traced bit is set) moved on
- * TCP socket sk. role: what a connection first seen here is known to be. */
-static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, struct io_args *a,
+/* Reports `moved` bytes that the current thread (pid_tgid: its process's
+ * traced bit is set) moved on TCP socket sk. role: what a connection first
+ * seen here is known to be. */
+static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, struct io_args *a,
 				     __u8 role)
 {
+	__u32 tgid = pid_tgid >> 32;
 	__u8 direction = a->direction, flags = 0;
 	__u32 zero = 0, service_id;
 	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
@@ -757,7 +775,7 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 	ev->hdr._pad = 0;
 	ev->hdr.tgid = tgid;
 	ev->hdr.ts_ns = bpf_ktime_get_ns();
-	ev->tid = (__u32)bpf_get_current_pid_tgid();
+	ev->tid = (__u32)pid_tgid;
 	ev->service_id = service_id;
 	ev->bytes = moved;
 	ev->captured = captured;
@@ -769,7 +787,8 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u32 tgid, stru
 	__u32 size = sizeof(*ev) + captured;
 	if (held)
 		hold_commit(s, ev, size, sk,
-			    !(direction == RASTRO_DIR_EGRESS && c && c->role == RASTRO_ROLE_CLIENT));
+			    !(direction == RASTRO_DIR_EGRESS && c && c->role == RASTRO_ROLE_CLIENT &&
+			      server_port(c->tuple.remote_port)));
 	else
 		output_one(s, ev, size);
 	return 0;
@@ -860,7 +879,8 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	}
 
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
 	if (!traced_bit(tgid))
 		return 0;
 
@@ -878,7 +898,7 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 	struct sock *sk = fd_to_tcp_sock(SYSCALL_ARG0(regs));
 	if (!sk)
 		return 0;
-	return emit_data(sk, ret, tgid, &a, RASTRO_ROLE_UNKNOWN);
+	return emit_data(sk, ret, pid_tgid, &a, RASTRO_ROLE_UNKNOWN);
 }
 
 /*
@@ -894,8 +914,8 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 {
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!traced_bit(tgid))
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!traced_bit(pid_tgid >> 32))
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
 	if ((family != AF_INET && family != AF_INET6) || sk->sk_type != SOCK_STREAM ||
@@ -921,7 +941,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 	/* No accept() is seen here: connect() marks the client side
 	 * (rastro_sock_state); an accepted connection is left to the parsers,
 	 * as one that predates rastro. */
-	return emit_data(sk, ret, tgid, &a, RASTRO_ROLE_UNKNOWN);
+	return emit_data(sk, ret, pid_tgid, &a, RASTRO_ROLE_UNKNOWN);
 }
 
 SEC("tp_btf/sock_send_length")

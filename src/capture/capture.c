@@ -372,6 +372,12 @@ int capture__trace(struct capture *cap, uint32_t tgid, uint32_t service_id)
 	return 0;
 }
 
+void capture__server_port(struct capture *cap, uint16_t port)
+{
+	__atomic_fetch_or(&cap->skel->bss->server_ports[port >> 6], 1ull << (port & 63),
+			  __ATOMIC_SEQ_CST);
+}
+
 int capture__untrace(struct capture *cap, uint32_t tgid)
 {
 	traced_bit(cap, tgid, false); /* before the entry goes */

@@ -32,6 +32,10 @@ int capture__drain_max(struct capture *cap, int max);
 
 int capture__trace(struct capture *cap, uint32_t tgid, uint32_t service_id);
 int capture__untrace(struct capture *cap, uint32_t tgid);
+/* Marks a TCP port a traced process listens on: a traced client's request
+ * to it is delivered at once, before the server's side can be read
+ * (rastro.bpf.c, server_ports). Marks stay until rastro stops. */
+void capture__server_port(struct capture *cap, uint16_t port);
 /* Sums the per-CPU counters of enum rastro_loss_cause. */
 int capture__stats(struct capture *cap, uint64_t out[RASTRO_STAT__COUNT]);
 /* Runs of rastro's programs the kernel skipped because the same program was

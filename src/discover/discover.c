@@ -429,6 +429,12 @@ static void forget_pid(struct discovery *d, uint32_t pid)
 			 s->namespace_[0] ? "/" : "", s->name, s->root_pid);
 }
 
+static bool mark_server_port(uint16_t port, const void *arg)
+{
+	capture__server_port((struct capture *)arg, port);
+	return false; /* every one */
+}
+
 static int start_service(struct discovery *d, uint32_t pid, int rule, const char *exe)
 {
 	const struct instrument_rule *r = &d->cfg->rules[rule];
@@ -455,6 +461,9 @@ static int start_service(struct discovery *d, uint32_t pid, int rule, const char
 	int err = trace_pid(d, pid, s);
 	if (err)
 		return err;
+	/* The ports it listens on already (its workers, forked or to come,
+	 * share them; a later listen() is an event). */
+	any_listening_port(d, pid, mark_server_port, d->cap);
 	log_info("instrumenting pid %u (%s) as service %s%s%s", pid, exe, s->namespace_,
 		 s->namespace_[0] ? "/" : "", s->name);
 	return 0;
@@ -624,6 +633,8 @@ void discovery__on_event(struct discovery *d, const struct rastro_proc_event *ev
 		d->listen_gen++;
 		if (!u64map__get(&d->pids, ev->pid))
 			evaluate(d, ev->pid, PORTS_EVENT, ev->port);
+		if (u64map__get(&d->pids, ev->pid))
+			capture__server_port(d->cap, ev->port);
 		break;
 	case RASTRO_EV_FORK: {
 		if (d->lose_fork_events)

@@ -292,3 +292,78 @@ def test_a_thread_that_moves_keeps_its_order(rastro, servers, tmp_path):
     print(f"batches taken over: {metric(m, 'rastro_event_batches_taken_over_total'):.0f}, "
           f"unordered: {metric(m, 'rastro_events_unordered_total'):.0f}")
     assert metric(m, "rastro_events_unordered_total") == 0
+
+
+# A keep-alive client: each line on stdin names a port, to which it makes
+# argv[1] requests one after another; it prints "done" after each line.
+BATCH_CLIENT = r"""
+import socket, sys
+n = int(sys.argv[1])
+for line in sys.stdin:
+    s = socket.create_connection(("127.0.0.1", int(line)))
+    for i in range(n):
+        s.sendall(f"GET /index.html?i={i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head, _, body = buf.partition(b"\r\n\r\n")
+        size = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < size:
+            body += s.recv(65536)
+    s.close()
+    print("done", flush=True)
+"""
+
+
+def test_a_clients_requests_wait_unless_a_traced_process_listens(rastro, servers, tmp_path):
+    """A traced client's request goes out at once only to a port a traced
+    process listens on: that server's side is linked to it and must not be
+    read first. To any other server (here an nginx rastro does not trace; a
+    database, a service on another host) the client's events wait on its CPU
+    with the rest and travel in batches, which saved a traced database
+    client a ring buffer record per query."""
+    plain, traced, prom = free_port(), free_port(), free_port()
+    exe = tmp_path / "batchclient"
+    shutil.copy(os.path.realpath("/usr/bin/python3"), exe)
+    (tmp_path / "cli.py").write_text(BATCH_CLIENT)
+    r = rastro('discovery:\n  instrument:\n    - exe_path: "*/batchclient"\n'
+               '      name: batchclient\n'
+               f'    - open_ports: {traced}\n      name: traced-ngx\n',
+               env={"RASTRO_PROMETHEUS_PORT": str(prom)})
+    for d, port in (("plain", plain), ("traced", traced)):
+        (tmp_path / d).mkdir()
+        ngx = start_nginx(servers, tmp_path / d, port)
+    r.wait_traced(ngx.pid)
+    n = 200
+    cli = subprocess.Popen([str(exe), str(tmp_path / "cli.py"), str(n)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        r.wait_traced(cli.pid)
+        counts = []
+        for port in (plain, traced):
+            before = self_metrics(prom)
+            cli.stdin.write(f"{port}\n")
+            cli.stdin.flush()
+            assert cli.stdout.readline().strip() == "done"
+            r.wait_records(n, lambda x, p=port: x["kind"] == "CLIENT" and
+                           x["server.port"] == p, timeout=20)
+            after = self_metrics(prom)
+            counts.append([metric(after, k) - metric(before, k) for k in (
+                "rastro_events_received_total", "rastro_event_records_received_total")])
+    finally:
+        cli.kill()
+        cli.wait()
+    (plain_events, plain_records), (traced_events, traced_records) = counts
+    print(f"untraced server: {plain_events:.0f} events in {plain_records:.0f} records; "
+          f"traced server: {traced_events:.0f} events in {traced_records:.0f} records")
+    # The client's send and receive per request, in batches.
+    assert plain_events == 2 * n
+    assert plain_records <= plain_events / 4
+    # Each request its own record, and nginx's side is its child.
+    assert traced_records >= n
+    recs = r.settle()
+    cli_spans = [x for x in recs if x["kind"] == "CLIENT" and x["server.port"] == traced]
+    srv_spans = by_service(recs, "traced-ngx", "SERVER")
+    assert len(cli_spans) == len(srv_spans) == n
+    assert {x["parent_span_id"] for x in srv_spans} == {x["span_id"] for x in cli_spans}
+    assert metric(self_metrics(prom), "rastro_events_lost_total") == 0
