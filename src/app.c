@@ -289,6 +289,7 @@ void app__self_stats(struct app *app, struct self_stats *out)
 	conntrack__stats(app->ct, &out->conns);
 	out->traced_processes = discovery__traced_processes(app->disc);
 	out->bpf_map_bytes = capture__map_bytes(app->cap);
+	out->kernel_connections = capture__connections(app->cap);
 	out->requests_ignored = routes__ignored(app->routes);
 	if (app->traces) {
 		struct traces_stats ts;

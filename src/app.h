@@ -51,6 +51,7 @@ struct self_stats {
 	struct conntrack_stats conns;        /* requests, parser losses, open connections */
 	uint32_t traced_processes;
 	uint64_t bpf_map_bytes;
+	uint64_t kernel_connections;
 	uint64_t requests_ignored;      /* dropped by routes.ignored_patterns */
 	bool has_metrics_client, has_traces_client;
 	struct otlp_client_stats metrics_client, traces_client;

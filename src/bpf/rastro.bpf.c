@@ -139,12 +139,31 @@ struct {
 	__type(value, struct rastro_traced);
 } traced SEC(".maps");
 
+/* Connection state, with the sys_exit fallback: found by the socket's
+ * address. That program finds sockets through the file table, pointers the
+ * socket-storage helpers do not take. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536); /* resized by the agent */
+	__uint(max_entries, 65536); /* resized by the agent (1 with the socket hooks) */
 	__type(key, __u64);         /* struct sock * */
 	__type(value, struct rastro_conn);
 } conns SEC(".maps");
+
+/* Connection state, with the socket hooks: kept in the socket itself
+ * (socket local storage), found without hashing (a few loads where the hash
+ * map's lookup costs about 20 ns more), freed with the socket if the close
+ * hook missed it; at most max_connections entries (the hash map's size is
+ * the fallback's bound). conn_count: the entries of either, read by the
+ * agent (the mmap'ed .bss). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct rastro_conn);
+} conn_store SEC(".maps");
+
+const volatile __u32 max_connections = 65536;
+__s64 conn_count;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -297,24 +316,59 @@ static __always_inline bool conn_is_sk(const struct rastro_conn *c, struct sock 
 	       (!c->tuple.local_port || c->tuple.local_port == sk->__sk_common.skc_num);
 }
 
+/* sk's connection state, or NULL; in the hash map, also an earlier
+ * socket's entry at the same address unless exact (the close hook takes and
+ * frees it). Which store is decided at load time (socket_hooks, read-only
+ * data): the verifier does not follow the other branch, so the fallback's
+ * untrusted socket pointers never reach the storage helper. */
+static __always_inline struct rastro_conn *conn_find(struct sock *sk, bool exact)
+{
+	if (socket_hooks)
+		return bpf_sk_storage_get(&conn_store, sk, 0, 0);
+	__u64 key = (__u64)sk;
+	struct rastro_conn *c = bpf_map_lookup_elem(&conns, &key);
+	return c && (!exact || conn_is_sk(c, sk)) ? c : NULL;
+}
+
+/* Creates sk's entry in the socket storage from nc, within max_connections;
+ * a program on another CPU may have made it first: that one is used. */
+static __always_inline struct rastro_conn *conn_store_new(struct sock *sk, struct rastro_conn *nc)
+{
+	if (__sync_fetch_and_add(&conn_count, 1) < max_connections) {
+		struct rastro_conn *c =
+			bpf_sk_storage_get(&conn_store, sk, nc, BPF_SK_STORAGE_GET_F_CREATE);
+		if (c && c->conn_id == nc->conn_id)
+			return c;
+	}
+	__sync_fetch_and_add(&conn_count, -1);
+	return bpf_sk_storage_get(&conn_store, sk, 0, 0);
+}
+
 /* Connection state for sk, created on first sight with role and the
  * service of process tgid. An existing connection takes role only when it
- * is certain (accept, connect). NULL when the map is full (counted); the
- * caller then reports the data without state. */
+ * is certain (accept, connect). NULL when there is no room
+ * (ebpf.max_connections, counted); the caller then reports the data
+ * without state. */
 static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid, __u32 service_id,
 						    __u8 role, bool certain)
 {
 	__u64 key = (__u64)sk;
-	struct rastro_conn *c = bpf_map_lookup_elem(&conns, &key);
+	struct rastro_conn *c;
 	__u64 how = BPF_NOEXIST;
 
-	if (c) {
-		if (conn_is_sk(c, sk)) {
-			if (certain)
-				c->role = role;
-			return c;
+	if (socket_hooks) {
+		c = bpf_sk_storage_get(&conn_store, sk, 0, 0);
+	} else {
+		c = bpf_map_lookup_elem(&conns, &key);
+		if (c && !conn_is_sk(c, sk)) {
+			c = NULL;
+			how = BPF_ANY; /* replaced */
 		}
-		how = BPF_ANY; /* replaced */
+	}
+	if (c) {
+		if (certain)
+			c->role = role;
+		return c;
 	}
 	struct rastro_conn nc = {};
 	nc.conn_id = __sync_fetch_and_add(&next_conn_id, 1);
@@ -322,11 +376,29 @@ static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid,
 	nc.service_id = service_id;
 	nc.role = role;
 	read_tuple(sk, &nc.tuple);
-	if (bpf_map_update_elem(&conns, &key, &nc, how)) {
-		stat_inc(RASTRO_LOSS_CONN_MAP_FULL);
-		return NULL;
+	if (socket_hooks) {
+		c = conn_store_new(sk, &nc);
+	} else if (!bpf_map_update_elem(&conns, &key, &nc, how)) {
+		if (how == BPF_NOEXIST) /* a replaced entry was counted */
+			__sync_fetch_and_add(&conn_count, 1);
+		c = bpf_map_lookup_elem(&conns, &key);
 	}
-	return bpf_map_lookup_elem(&conns, &key);
+	if (!c)
+		stat_inc(RASTRO_LOSS_CONN_MAP_FULL);
+	return c;
+}
+
+/* Forgets sk's connection state (its end). */
+static __always_inline void conn_forget(struct sock *sk)
+{
+	if (socket_hooks) {
+		if (!bpf_sk_storage_delete(&conn_store, sk))
+			__sync_fetch_and_add(&conn_count, -1);
+		return;
+	}
+	__u64 key = (__u64)sk;
+	if (!bpf_map_delete_elem(&conns, &key))
+		__sync_fetch_and_add(&conn_count, -1);
 }
 
 /* Copies up to want bytes from a user buffer to dst (a map value with
@@ -699,9 +771,8 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 	struct rastro_conn *c = NULL;
 	bool open = sk->__sk_common.skc_state != TCP_CLOSE;
 	if (open) {
-		__u64 key = (__u64)sk;
-		c = bpf_map_lookup_elem(&conns, &key);
-		if (c && (!conn_is_sk(c, sk) || c->tgid != tgid))
+		c = conn_find(sk, true);
+		if (c && c->tgid != tgid)
 			c = NULL;
 	}
 	if (c) {
@@ -981,8 +1052,7 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 	}
 	if (newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK && newstate != TCP_CLOSE)
 		return 0;
-	__u64 key = (__u64)sk;
-	struct rastro_conn *c = bpf_map_lookup_elem(&conns, &key);
+	struct rastro_conn *c = conn_find((struct sock *)sk, false);
 	if (!c)
 		return 0;
 	if (!c->fin_notified) {
@@ -1010,7 +1080,7 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 		}
 	}
 	if (newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&conns, &key);
+		conn_forget((struct sock *)sk);
 	return 0;
 }
 

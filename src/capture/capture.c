@@ -32,7 +32,8 @@ struct capture {
 	capture_event_fn fn;
 	void *ctx;
 	int ncpus;
-	uint64_t map_bytes;
+	uint64_t map_bytes; /* the fixed part */
+	bool socket_hooks;
 };
 
 static const char *const stat_names[RASTRO_STAT__COUNT] = {
@@ -214,7 +215,11 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	bpf_program__set_autoload(cap->skel->progs.rastro_flush, socket_hooks);
 	bpf_program__set_autoload(cap->skel->progs.rastro_migrate, socket_hooks);
 	bpf_map__set_max_entries(cap->skel->maps.events, cfg->ring_buffer_bytes);
-	bpf_map__set_max_entries(cap->skel->maps.conns, cfg->max_connections);
+	/* With the socket hooks connections live in the sockets' storage
+	 * (conn_store), and the hash map is never used. */
+	bpf_map__set_max_entries(cap->skel->maps.conns, socket_hooks ? 1 : cfg->max_connections);
+	cap->skel->rodata->max_connections = cfg->max_connections;
+	cap->socket_hooks = socket_hooks;
 	bpf_map__set_max_entries(cap->skel->maps.traced, cfg->max_processes);
 
 	memset(&load_failure, 0, sizeof(load_failure));
@@ -268,7 +273,8 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 		goto cleanup;
 	}
 	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes +
-			 (uint64_t)cfg->max_connections * (sizeof(struct rastro_conn) + 8 + 64) +
+			 (socket_hooks ? 0 : (uint64_t)cfg->max_connections *
+						     (sizeof(struct rastro_conn) + 8 + 64)) +
 			 (uint64_t)cfg->max_processes * (sizeof(struct rastro_traced) + 4 + 64) +
 			 (uint64_t)cap->ncpus * (8 + sizeof(struct rastro_data_event) + 2 * RASTRO_CAPTURE_MAX +
 						 8 + sizeof(struct rastro_batch_event) + RASTRO_HOLD_BYTES +
@@ -466,7 +472,20 @@ int capture__check_map_access(struct capture *cap)
 	return err;
 }
 
+uint64_t capture__connections(const struct capture *cap)
+{
+	int64_t n = __atomic_load_n(&cap->skel->bss->conn_count, __ATOMIC_RELAXED);
+	return n > 0 ? (uint64_t)n : 0;
+}
+
+/* A socket's storage: the element (list links, the map, the value) and, for
+ * the socket's first, the storage header; about this much on Linux 6.x. */
+#define SK_STORAGE_OVERHEAD 224
+
 uint64_t capture__map_bytes(const struct capture *cap)
 {
-	return cap->map_bytes;
+	if (!cap->socket_hooks)
+		return cap->map_bytes;
+	return cap->map_bytes +
+	       capture__connections(cap) * (sizeof(struct rastro_conn) + SK_STORAGE_OVERHEAD);
 }

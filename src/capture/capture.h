@@ -47,8 +47,12 @@ uint64_t capture__skipped_runs(struct capture *cap);
  * flush), e.g. after dropping capabilities: 0, or the negative errno of the
  * refusal. */
 int capture__check_map_access(struct capture *cap);
-/* Kernel memory held by rastro's maps, in bytes (approximate). */
+/* Kernel memory held by rastro's maps, in bytes (approximate; with the
+ * socket hooks it grows with the connections tracked). */
 uint64_t capture__map_bytes(const struct capture *cap);
+/* TCP connections the kernel keeps state for now (ebpf.max_connections at
+ * most). */
+uint64_t capture__connections(const struct capture *cap);
 /* Names of the loss causes, for metrics and logs. */
 const char *capture__stat_name(int idx);
 

@@ -126,6 +126,12 @@ static void collect_pipeline(const struct self_stats *st, struct self_family *f,
 	begin(f, "rastro_bpf_map_bytes", "Kernel memory held by rastro's BPF maps.", "By", false);
 	sample(f, st->bpf_map_bytes);
 	emit(f, fn, ctx);
+
+	begin(f, "rastro_kernel_connections",
+	      "TCP connections of traced processes the kernel keeps state for now.", "{connection}",
+	      false);
+	sample(f, st->kernel_connections);
+	emit(f, fn, ctx);
 }
 
 /* One family over both OTLP clients, labelled by signal. */

@@ -25,8 +25,7 @@ from conftest import (APPS, RSS_SLACK, built_with_asan, config_for_ports, free_p
                       needs_root, run_gated_forker, wait_for, wait_port)
 from otlp_fixtures import attrs, otlp_receiver  # noqa: F401  (fixture)
 from test_reliability_helpers import (bpf_objects, live_bpf_ids, map_id_by_name, map_keys_u32,
-                                      conns_tgids, metric, recursion_misses, rss_kib,
-                                      self_metrics)
+                                      metric, recursion_misses, rss_kib, self_metrics)
 
 pytestmark = needs_root
 
@@ -95,7 +94,7 @@ def test_app_restarted_50_times_under_load(rastro, tmp_path):
     port = free_port()
     r, prom = start_with_prom(rastro, config_for_ports(port, name="perlapp"))
     objs = bpf_objects(r.proc.pid)
-    traced_map, conns_map = map_id_by_name(objs, "traced"), map_id_by_name(objs, "conns")
+    traced_map = map_id_by_name(objs, "traced")
     load = Load(port)
     load.start()
     runs = []  # (pid, t_spawned, t_up, t_gone)
@@ -112,7 +111,6 @@ def test_app_restarted_50_times_under_load(rastro, tmp_path):
             if i == 49:
                 # the last one still runs: the kernel knows exactly it
                 assert sorted(map_keys_u32(traced_map)) == [app.pid]
-                assert set(conns_tgids(conns_map)) <= {app.pid}
             os.killpg(app.pid, signal.SIGTERM)
             app.wait(10)
             runs.append((app.pid, t_spawned, t_up, time.time()))
@@ -153,7 +151,9 @@ def test_app_restarted_50_times_under_load(rastro, tmp_path):
 
     # every process is gone: nothing of theirs remains in the kernel or in rastro
     wait_for(lambda: map_keys_u32(traced_map) == [], timeout=5, what="the traced map to empty")
-    wait_for(lambda: conns_tgids(conns_map) == [], timeout=5, what="the conns map to empty")
+    # (connections live in the sockets' storage: counted, not listed)
+    wait_for(lambda: metric(self_metrics(prom), "rastro_kernel_connections") == 0, timeout=5,
+             what="no connection tracked in the kernel")
     s = self_metrics(prom)
     assert metric(s, "rastro_instrumented_processes") == 0
     assert metric(s, "rastro_events_lost_total", source="kernel") == 0
@@ -630,9 +630,11 @@ def many_connections(port, n, rounds, on_open=None):
 
 @pytest.mark.parametrize("max_connections", [None, 1024])
 def test_10000_concurrent_keepalive_connections(rastro, servers, tmp_path, max_connections):
-    """Default ebpf.max_connections: nothing lost, no map full. A map of 1,024
-    entries: connections beyond it are counted (conn_map_full) and their
-    requests are still reported."""
+    """Default ebpf.max_connections: nothing lost, no map full. A limit of
+    1,024: connections beyond it are counted (conn_map_full) and their
+    requests are still reported. The kernel's count of connections it keeps
+    state for (rastro_kernel_connections) reaches the connections, or the
+    limit, and is back at zero once they are closed."""
     n = 10000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < n + 1000:
@@ -654,6 +656,7 @@ def test_10000_concurrent_keepalive_connections(rastro, servers, tmp_path, max_c
     def while_open():
         s = self_metrics(prom)
         seen["connections"] = metric(s, "rastro_connections")
+        seen["kernel"] = metric(s, "rastro_kernel_connections")
 
     answered = many_connections(port, n, 2, on_open=while_open)
     assert answered == 2 * n
@@ -669,14 +672,19 @@ def test_10000_concurrent_keepalive_connections(rastro, servers, tmp_path, max_c
     assert metric(s, "rastro_events_lost_total", source="parser") == 0
     full = metric(s, "rastro_events_lost_total", source="kernel", cause="conn_map_full")
     print(f"{n} connections x 2 requests: {2 * n} reported; {seen['connections']:.0f} "
-          f"connections tracked at once; conn_map_full={full:.0f}")
+          f"connections tracked at once ({seen['kernel']:.0f} in the kernel); "
+          f"conn_map_full={full:.0f}")
     if max_connections is None:
         assert full == 0
         assert seen["connections"] >= n
+        assert seen["kernel"] >= n
     else:
         # every connection beyond the first 1,024 fails to get kernel state at
         # least once per event
         assert full >= (n - max_connections) * 2, full
+        assert seen["kernel"] == max_connections
+    wait_for(lambda: metric(self_metrics(prom), "rastro_kernel_connections") == 0, timeout=10,
+             what="the kernel's connections to be freed")
     assert r.stop() == 0
 
 
