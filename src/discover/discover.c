@@ -397,6 +397,12 @@ static void base_name(const char *path, char *out, size_t len)
 	out[n] = '\0';
 }
 
+static bool mark_server_port(uint16_t port, const void *arg)
+{
+	capture__server_port((struct capture *)arg, port);
+	return false; /* every one */
+}
+
 static int trace_pid(struct discovery *d, uint32_t pid, struct service *s)
 {
 	int err = capture__trace(d->cap, pid, s->id);
@@ -411,6 +417,9 @@ static int trace_pid(struct discovery *d, uint32_t pid, struct service *s)
 	}
 	s->processes++;
 	service__ref(s);
+	/* The ports it listens on already (a later listen() is an event; a
+	 * child forked once it is traced shares its parent's). */
+	any_listening_port(d, pid, mark_server_port, d->cap);
 	return 0;
 }
 
@@ -427,12 +436,6 @@ static void forget_pid(struct discovery *d, uint32_t pid)
 	if (!s->processes)
 		log_info("service %s%s%s (pid %u) is no longer running", s->namespace_,
 			 s->namespace_[0] ? "/" : "", s->name, s->root_pid);
-}
-
-static bool mark_server_port(uint16_t port, const void *arg)
-{
-	capture__server_port((struct capture *)arg, port);
-	return false; /* every one */
 }
 
 static int start_service(struct discovery *d, uint32_t pid, int rule, const char *exe)
@@ -461,9 +464,6 @@ static int start_service(struct discovery *d, uint32_t pid, int rule, const char
 	int err = trace_pid(d, pid, s);
 	if (err)
 		return err;
-	/* The ports it listens on already (its workers, forked or to come,
-	 * share them; a later listen() is an event). */
-	any_listening_port(d, pid, mark_server_port, d->cap);
 	log_info("instrumenting pid %u (%s) as service %s%s%s", pid, exe, s->namespace_,
 		 s->namespace_[0] ? "/" : "", s->name);
 	return 0;
