@@ -142,7 +142,12 @@ $(BUILD)/bench/noop.bpf.o: bench/bpf/noop.bpf.c $(BUILD)/vmlinux.h
 	@mkdir -p $(dir $@)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-bench-bins: $(BENCH_BINS) $(BUILD)/bench/noop.bpf.o
+# What single operations of the data programs cost (bench/bpf_ops.c loads it).
+$(BUILD)/bench/ops.bpf.o: bench/bpf/ops.bpf.c $(BUILD)/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+bench-bins: $(BENCH_BINS) $(BUILD)/bench/noop.bpf.o $(BUILD)/bench/ops.bpf.o
 
 # The agent itself under ASan + UBSan (build-asan/rastro), for the end-to-end
 # suite: scripts/test.sh --asan (docs/testing.md). Any finding aborts rastro,

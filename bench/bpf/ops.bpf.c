@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* What one operation of rastro's data programs costs on this machine: a
+ * program on sock_send_length, for bench/bpf_ops.c's own sends only, runs
+ * the operation `iters` times in a bpf_loop between two clock reads (bpf_ops
+ * subtracts the loop's own cost, op 0). The caches are hot: a lower bound of
+ * what the same operation costs inside a traced event. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+struct conn {
+	__u8 bytes[72]; /* sizeof(struct rastro_conn) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn);
+} hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct conn);
+} store SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[4096]);
+} scratch SEC(".maps");
+
+/* The whole .bss, one struct so that bpf_ops knows its layout: tgid, op and
+ * iters set by bpf_ops before each measurement, the rest by the program. */
+struct {
+	__u32 tgid, op, iters, lock;
+	__u64 total_ns, total_ops, sink;
+} g;
+
+struct ctx {
+	struct sock *sk;
+	__u64 buf; /* the send's user buffer */
+	__u64 acc;
+};
+
+static long one(__u64 i, void *arg)
+{
+	struct ctx *c = arg;
+	__u64 key = (__u64)c->sk;
+	__u32 zero = 0;
+
+	switch (g.op) {
+	case 1: /* the connection's hash map entry */
+		c->acc += bpf_map_lookup_elem(&hash, &key) ? 1 : 0;
+		break;
+	case 2: /* the connection's socket storage */
+		c->acc += bpf_sk_storage_get(&store, c->sk, 0, 0) ? 1 : 0;
+		break;
+	case 3:
+		c->acc += bpf_ktime_get_ns();
+		break;
+	case 4: {
+		__u8 b[16];
+		bpf_probe_read_user(b, sizeof(b), (void *)c->buf);
+		c->acc += b[0];
+		break;
+	}
+	case 5: {
+		__u8 *v = bpf_map_lookup_elem(&scratch, &zero);
+		if (v) {
+			bpf_probe_read_user(v, 256, (void *)c->buf);
+			c->acc += v[0];
+		}
+		break;
+	}
+	case 6: {
+		struct pt_regs *r =
+			(struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+		c->acc += r->si;
+		break;
+	}
+	case 7:
+		c->acc += bpf_get_current_pid_tgid();
+		break;
+	case 8: {
+		__u8 *v = bpf_map_lookup_elem(&scratch, &zero);
+		if (v)
+			bpf_ringbuf_output(&ring, v, 2048, BPF_RB_NO_WAKEUP);
+		break;
+	}
+	case 9: {
+		void *r = bpf_ringbuf_reserve(&ring, 64, 0);
+		if (r)
+			bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+		break;
+	}
+	case 10: /* hold_lock and hold_unlock, uncontended */
+		c->acc += __sync_val_compare_and_swap(&g.lock, 0, 1);
+		g.lock = 0;
+		break;
+	case 11:
+		c->acc += bpf_map_lookup_elem(&scratch, &zero) ? 1 : 0;
+		break;
+	case 12: {
+		struct tcp_sock *tp = bpf_rdonly_cast(c->sk, bpf_core_type_id_kernel(struct tcp_sock));
+		c->acc += tp->write_seq + tp->copied_seq;
+		break;
+	}
+	default: /* 0: the loop alone */
+		break;
+	}
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(ops_send, struct sock *sk, int ret, int flags)
+{
+	if ((bpf_get_current_pid_tgid() >> 32) != g.tgid)
+		return 0;
+	__u64 key = (__u64)sk;
+	struct conn zero = {};
+	bpf_map_update_elem(&hash, &key, &zero, BPF_NOEXIST);
+	bpf_sk_storage_get(&store, sk, &zero, BPF_SK_STORAGE_GET_F_CREATE);
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct ctx c = {.sk = sk, .buf = regs->si};
+	__u64 t0 = bpf_ktime_get_ns();
+	bpf_loop(g.iters, one, &c, 0);
+	g.total_ns += bpf_ktime_get_ns() - t0;
+	g.total_ops += g.iters;
+	g.sink += c.acc;
+	return 0;
+}
