@@ -221,9 +221,15 @@ static __always_inline void stat_inc(__u32 idx)
 	stat_add(idx, 1);
 }
 
+/* Bit i of a bitmap of nwords (a power of two) words. */
+static __always_inline bool bit_of(const __u64 *words, __u32 nwords, __u32 i)
+{
+	return words[(i >> 6) & (nwords - 1)] & (1ull << (i & 63));
+}
+
 static __always_inline bool traced_bit(__u32 tgid)
 {
-	return traced_bits[(tgid >> 6) & (RASTRO_TRACED_BITS_WORDS - 1)] & (1ull << (tgid & 63));
+	return bit_of(traced_bits, RASTRO_TRACED_BITS_WORDS, tgid);
 }
 
 /* The traced-map entry of process tgid, or NULL; the bitmap answers first
@@ -353,17 +359,11 @@ static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid,
 						    __u8 role, bool certain)
 {
 	__u64 key = (__u64)sk;
-	struct rastro_conn *c;
 	__u64 how = BPF_NOEXIST;
-
-	if (socket_hooks) {
-		c = bpf_sk_storage_get(&conn_store, sk, 0, 0);
-	} else {
-		c = bpf_map_lookup_elem(&conns, &key);
-		if (c && !conn_is_sk(c, sk)) {
-			c = NULL;
-			how = BPF_ANY; /* replaced */
-		}
+	struct rastro_conn *c = conn_find(sk, false);
+	if (c && !socket_hooks && !conn_is_sk(c, sk)) {
+		c = NULL;
+		how = BPF_ANY; /* an earlier socket's entry, replaced */
 	}
 	if (c) {
 		if (certain)
@@ -564,7 +564,7 @@ static __always_inline void hold_unlock(struct scratch *s)
 
 static __always_inline bool server_port(__u16 port)
 {
-	return server_ports[(port >> 6) & (65536 / 64 - 1)] & (1ull << (port & 63));
+	return bit_of(server_ports, 65536 / 64, port);
 }
 
 /* Delivers what this CPU holds, from the hooks that are not data events (the

@@ -631,10 +631,10 @@ void discovery__on_event(struct discovery *d, const struct rastro_proc_event *ev
 		break;
 	case RASTRO_EV_LISTEN:
 		d->listen_gen++;
-		if (!u64map__get(&d->pids, ev->pid))
-			evaluate(d, ev->pid, PORTS_EVENT, ev->port);
 		if (u64map__get(&d->pids, ev->pid))
 			capture__server_port(d->cap, ev->port);
+		else /* traced from here, its ports are marked (trace_pid) */
+			evaluate(d, ev->pid, PORTS_EVENT, ev->port);
 		break;
 	case RASTRO_EV_FORK: {
 		if (d->lose_fork_events)
