@@ -89,11 +89,21 @@ static void on_event(void *ctx, const void *data, size_t size)
 		conntrack__on_data(app->ct, ev, (const char *)(ev + 1));
 		break;
 	}
+	case RASTRO_EV_DATA_AFTER: {
+		const struct rastro_after_event *a = data;
+		const struct rastro_data_event *ev = (const void *)(a + 1);
+		if (size < sizeof(*a) + sizeof(*ev) || size - sizeof(*a) - sizeof(*ev) < ev->captured ||
+		    ev->hdr.type != RASTRO_EV_DATA)
+			return;
+		conntrack__on_data_after(app->ct, ev, (const char *)(ev + 1), a->cpu, a->gen);
+		break;
+	}
 	case RASTRO_EV_BATCH: {
 		const struct rastro_batch_event *b = data;
 		if (size < sizeof(*b) || b->len > size - sizeof(*b))
 			return;
 		const uint8_t *p = (const uint8_t *)(b + 1), *end = p + b->len;
+		conntrack__batch_begin(app->ct, b->cpu, b->gen);
 		for (uint32_t i = 0; i < b->count; i++) {
 			const struct rastro_data_event *ev = (const void *)p;
 			if ((size_t)(end - p) < sizeof(*ev) ||

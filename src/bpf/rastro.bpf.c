@@ -93,6 +93,11 @@ const volatile __u32 wakeup_bytes = 256 * 1024;          /* batch ring buffer wa
  * code otherwise: the verifier prunes it because the value is known at load
  * time. */
 const volatile __u32 selftest_reject = 0;
+/* Self-test of events sent ahead (RASTRO_SELFTEST_SEND_AHEAD=1): a thread's
+ * move does not deliver its old CPU's events, and an event of a connection
+ * another CPU holds events of does not try to deliver them: it is sent ahead
+ * of them (output_after), as when that CPU's vCPU is descheduled. */
+const volatile __u32 selftest_send_ahead = 0;
 /* 1: data comes from the socket hooks (rastro_sock_send/recv), connect and
  * listen from rastro_sock_state; 0: all three from rastro_sys_exit. */
 const volatile __u32 socket_hooks = 0;
@@ -177,6 +182,8 @@ struct scratch {
 	 * it is (data_wakeup_flags). */
 	__u32 unqueried;
 	__u32 _pad;
+	/* Right before ev: the header of an event sent ahead (output_after). */
+	struct rastro_after_event after;
 	struct rastro_data_event ev;
 	/* Twice the capture size: a copy starts at an offset masked below
 	 * RASTRO_CAPTURE_MAX and is at most RASTRO_CAPTURE_MAX long. */
@@ -520,9 +527,15 @@ static __always_inline void flush_held(struct scratch *s)
 		stat_add(RASTRO_STAT_DATA_EVENTS, n);
 		stat_inc(RASTRO_STAT_DATA_RECORDS);
 	}
-	/* After the record is in the ring (see rastro_sock_state). */
-	batch_gen[cpu].n++;
+	/* After the record is in the ring (see rastro_sock_state), and after
+	 * the held flag: see held_batch. */
 	batch_gen[cpu].held = 0;
+#if defined(__TARGET_ARCH_x86)
+	barrier(); /* x86 keeps stores in order */
+	batch_gen[cpu].n++;
+#else
+	__sync_lock_test_and_set(&batch_gen[cpu].n, batch_gen[cpu].n + 1); /* a full barrier */
+#endif
 	s->held_tids = 0;
 	s->batch.count = 0;
 	s->batch.len = 0;
@@ -562,6 +575,24 @@ static __always_inline void hold_unlock(struct scratch *s)
 #endif
 }
 
+/*
+ * The batch this CPU (s->cpu1 - 1) holds, which another CPU is delivering
+ * (it holds the lock): an event that cannot wait for it names it (1 + the
+ * CPU in *cpu1, its number in *gen), or leaves *cpu1 0 when nothing is held.
+ * flush_held clears the held flag before it counts the batch delivered: a
+ * number read here before a held flag still set is the batch's own. The
+ * other order could name the next batch, which this CPU has not begun.
+ */
+static __always_inline void held_batch(struct scratch *s, __u32 *cpu1, __u32 *gen)
+{
+	__u32 cpu = (s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1);
+	__u32 n = __sync_fetch_and_add(&batch_gen[cpu].n, 0); /* a full barrier */
+	if (*(volatile __u32 *)&batch_gen[cpu].held) {
+		*cpu1 = s->cpu1;
+		*gen = n;
+	}
+}
+
 static __always_inline bool server_port(__u16 port)
 {
 	return bit_of(server_ports, 65536 / 64, port);
@@ -569,37 +600,45 @@ static __always_inline bool server_port(__u16 port)
 
 /* Delivers what this CPU holds, from the hooks that are not data events (the
  * state and process hooks), unless a program of this CPU is changing them. */
-static __always_inline void flush_cpu(void)
+static __always_inline void flush_own(struct scratch *s)
 {
-	__u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
-	if (s && s->batch.count && hold_lock(s, s->cpu1) == 1) {
+	if (s->batch.count && hold_lock(s, s->cpu1) == 1) {
 		flush_held(s);
 		hold_unlock(s);
 	}
 }
 
+static __always_inline void flush_cpu(void)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (s)
+		flush_own(s);
+}
+
 /* Delivers what CPU cpu holds (r: its scratch), from a program on CPU me - 1
- * (possibly the same; counted when not). false when it could not
- * (hold_lock). */
-static __always_inline bool flush_scratch(struct scratch *r, __u32 cpu, __u32 me)
+ * (possibly the same; counted when not). 1: done (or nothing held); else
+ * hold_lock's answer: 0, a program of CPU me - 1 has them; -1, another
+ * CPU kept them through every try. */
+static __always_inline int flush_scratch(struct scratch *r, __u32 cpu, __u32 me)
 {
 	if (!r->batch.count)
-		return true;
-	if (hold_lock(r, me) != 1)
-		return false;
+		return 1;
+	int locked = hold_lock(r, me);
+	if (locked != 1)
+		return locked;
 	if (r->batch.count && cpu != me - 1)
 		stat_inc(RASTRO_STAT_BATCH_TAKEN_OVER);
 	flush_held(r);
 	hold_unlock(r);
-	return true;
+	return 1;
 }
 
 static __always_inline bool flush_other(__u32 cpu, __u32 me)
 {
 	__u32 zero = 0;
 	struct scratch *r = bpf_map_lookup_percpu_elem(&scratch_map, &zero, cpu);
-	return !r || flush_scratch(r, cpu, me);
+	return !r || flush_scratch(r, cpu, me) == 1;
 }
 
 /* Whether c's last held event is still held by another CPU's batch: its
@@ -623,14 +662,29 @@ static __always_inline void flush_all(void)
 	bpf_loop(nr_cpus < RASTRO_HOLD_CPUS ? nr_cpus : RASTRO_HOLD_CPUS, flush_one, &me, 0);
 }
 
-static __always_inline void output_one(struct scratch *s, struct rastro_data_event *ev, __u32 size)
+static __always_inline void output_one(struct scratch *s, const void *rec, __u32 size)
 {
-	if (bpf_ringbuf_output(&events, ev, size, data_wakeup_flags(s, size))) {
+	if (bpf_ringbuf_output(&events, (void *)rec, size, data_wakeup_flags(s, size))) {
 		stat_inc(RASTRO_LOSS_RINGBUF_FULL);
 	} else {
 		stat_inc(RASTRO_STAT_DATA_EVENTS);
 		stat_inc(RASTRO_STAT_DATA_RECORDS);
 	}
+}
+
+/* Sends the event in s->ev (size bytes with its payload) ahead of batch gen
+ * of CPU cpu1 - 1, which holds earlier events of its connection: the agent
+ * reads it after that batch (RASTRO_EV_DATA_AFTER). */
+static __always_inline void output_after(struct scratch *s, __u32 size, __u32 cpu1, __u32 gen)
+{
+	s->after.hdr.type = RASTRO_EV_DATA_AFTER;
+	s->after.hdr._pad = 0;
+	s->after.hdr.tgid = s->ev.hdr.tgid;
+	s->after.hdr.ts_ns = s->ev.hdr.ts_ns;
+	s->after.cpu = (cpu1 - 1) & (RASTRO_HOLD_CPUS - 1);
+	s->after.gen = gen;
+	stat_inc(RASTRO_STAT_SENT_AHEAD);
+	output_one(s, (struct rastro_data_event *)&s->after, sizeof(s->after) + size);
 }
 
 /*
@@ -670,9 +724,12 @@ static __always_inline void output_one(struct scratch *s, struct rastro_data_eve
  * (hold_lock). hold_begin returns where the next event goes, with room for
  * its header and `want` bytes of payload, and takes them; NULL when it cannot
  * be held: too large (it goes after the held ones), or a program this one
- * interrupted owns them. Then it goes alone, from s->ev.
+ * interrupted owns them, or another CPU is delivering them and kept them
+ * through every try (then *after_cpu1 and *after_gen name that batch, which
+ * the event is sent ahead of: held_batch). Then it goes alone, from s->ev.
  */
-static __always_inline struct rastro_data_event *hold_begin(struct scratch *s, __u32 want)
+static __always_inline struct rastro_data_event *hold_begin(struct scratch *s, __u32 want,
+							    __u32 *after_cpu1, __u32 *after_gen)
 {
 	__u32 need = (sizeof(struct rastro_data_event) + want + 7) & ~7u;
 	/* Not with the sys_exit fallback: its one program, for every syscall,
@@ -682,7 +739,7 @@ static __always_inline struct rastro_data_event *hold_begin(struct scratch *s, _
 	int locked = hold_lock(s, s->cpu1);
 	if (locked != 1) {
 		if (locked < 0)
-			stat_inc(RASTRO_STAT_UNORDERED);
+			held_batch(s, after_cpu1, after_gen);
 		return NULL;
 	}
 	if (s->batch.len + need > RASTRO_HOLD_BYTES)
@@ -786,10 +843,17 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 			c = conn_get(sk, tgid, service_id, role, false);
 	}
 	/* Earlier events of this connection still held by another CPU go
-	 * first (see hold_begin). */
+	 * first (see hold_begin). When that CPU's lock could not be had, this
+	 * event goes alone, after what this CPU holds, and names the batch the
+	 * agent must read before it (output_after). */
+	__u32 after_cpu1 = 0, after_gen = 0;
 	if (c && c->held_cpu != s->cpu1 && held_still(c) &&
-	    !flush_other((c->held_cpu - 1) & (RASTRO_HOLD_CPUS - 1), s->cpu1))
-		stat_inc(RASTRO_STAT_UNORDERED);
+	    (selftest_send_ahead ||
+	     !flush_other((c->held_cpu - 1) & (RASTRO_HOLD_CPUS - 1), s->cpu1))) {
+		after_cpu1 = c->held_cpu;
+		after_gen = c->held_gen;
+		flush_own(s);
+	}
 	struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u32 seq_after = direction == RASTRO_DIR_EGRESS ? tp->write_seq : tp->copied_seq;
 	/* A read that consumed the peer's FIN advanced copied_seq one past the
@@ -808,7 +872,7 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 		want = moved < capture_bytes ? moved : capture_bytes;
 
 	/* Written in place among the held events, or alone in s->ev. */
-	struct rastro_data_event *ev = hold_begin(s, want);
+	struct rastro_data_event *ev = after_cpu1 ? NULL : hold_begin(s, want, &after_cpu1, &after_gen);
 	bool held = ev;
 	if (!ev)
 		ev = &s->ev;
@@ -860,6 +924,8 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 		hold_commit(s, ev, size, sk,
 			    !(direction == RASTRO_DIR_EGRESS && c && c->role == RASTRO_ROLE_CLIENT &&
 			      server_port(c->tuple.remote_port)));
+	else if (after_cpu1)
+		output_after(s, size, after_cpu1, after_gen);
 	else
 		output_one(s, ev, size);
 	return 0;
@@ -1096,10 +1162,15 @@ int BPF_PROG(rastro_migrate, struct task_struct *p, int dest_cpu)
 		return 0;
 	__u32 zero = 0, cpu = p->thread_info.cpu;
 	struct scratch *r = bpf_map_lookup_percpu_elem(&scratch_map, &zero, cpu);
-	if (!r || !(r->held_tids & (1ull << (p->pid & 63))))
+	if (!r || !(r->held_tids & (1ull << (p->pid & 63))) || selftest_send_ahead)
 		return 0;
-	if (!flush_scratch(r, cpu, bpf_get_smp_processor_id() + 1))
-		stat_inc(RASTRO_STAT_UNORDERED);
+	/* 0: the program this one runs inside (a wakeup from its ring buffer
+	 * output) is delivering or changing them, and its thread's next event
+	 * of the connection delivers them if it does not. -1: their CPU is
+	 * descheduled inside a program; counted, and that next event goes
+	 * ahead of them (emit_data). */
+	if (flush_scratch(r, cpu, bpf_get_smp_processor_id() + 1) < 0)
+		stat_inc(RASTRO_STAT_SENT_AHEAD);
 	return 0;
 }
 

@@ -27,6 +27,7 @@ enum rastro_event_type {
 	RASTRO_EV_EXIT = 5,   /* a traced process exited */
 	RASTRO_EV_LISTEN = 6, /* any process started listening on a TCP port */
 	RASTRO_EV_BATCH = 7,  /* data events one CPU held back, delivered together */
+	RASTRO_EV_DATA_AFTER = 8, /* a data event to read after a batch (rastro_after_event) */
 };
 
 enum rastro_direction {
@@ -79,7 +80,7 @@ enum rastro_loss_cause {
 	RASTRO_STAT_DATA_RECORDS,       /* ring buffer records that carried them */
 	RASTRO_STAT_DATA_MERGED,        /* sendfile()s added to the held event before them */
 	RASTRO_STAT_BATCH_TAKEN_OVER,   /* batches delivered by another CPU (rastro.bpf.c) */
-	RASTRO_STAT_UNORDERED,          /* events sent while earlier ones stayed held elsewhere */
+	RASTRO_STAT_SENT_AHEAD,         /* events sent ahead of earlier ones held elsewhere */
 	RASTRO_STAT__COUNT,
 };
 
@@ -124,6 +125,17 @@ struct rastro_batch_event {
 	__u32 len;
 	__u32 cpu;  /* the CPU that held them (not always the one that delivered them) */
 	__u32 gen;  /* that CPU's batch number (see rastro_close_event) */
+};
+
+/* A data event sent ahead of batch `gen` of CPU `cpu`, which holds earlier
+ * events of its connection: the program that made it could not deliver that
+ * batch first (another CPU's program kept it locked through every try). The
+ * agent reads the event after that batch. Followed by one struct
+ * rastro_data_event and its payload. */
+struct rastro_after_event {
+	struct rastro_event_hdr hdr;
+	__u32 cpu;
+	__u32 gen;
 };
 
 /* CPUs whose events can be held back: rastro_conn.held_cpu is 16 bits, and

@@ -46,7 +46,7 @@ static const char *const stat_names[RASTRO_STAT__COUNT] = {
 	[RASTRO_STAT_DATA_RECORDS] = "data_records",
 	[RASTRO_STAT_DATA_MERGED] = "data_merged",
 	[RASTRO_STAT_BATCH_TAKEN_OVER] = "batch_taken_over",
-	[RASTRO_STAT_UNORDERED] = "unordered",
+	[RASTRO_STAT_SENT_AHEAD] = "sent_ahead",
 };
 
 const char *capture__stat_name(int idx)
@@ -206,6 +206,10 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	/* Test hook: exercises the report of a program the verifier refuses. */
 	const char *reject = getenv("RASTRO_SELFTEST_REJECT");
 	cap->skel->rodata->selftest_reject = reject && !strcmp(reject, "1");
+	/* Test hook: every event that should wait for another CPU's held ones
+	 * is sent ahead of them, as when that CPU is descheduled. */
+	const char *ahead = getenv("RASTRO_SELFTEST_SEND_AHEAD");
+	cap->skel->rodata->selftest_send_ahead = ahead && !strcmp(ahead, "1");
 	cap->skel->rodata->socket_hooks = socket_hooks;
 	cap->skel->rodata->nr_cpus = cap->ncpus;
 	bpf_program__set_autoload(cap->skel->progs.rastro_sys_exit, !socket_hooks);

@@ -71,11 +71,26 @@ static void collect_pipeline(const struct self_stats *st, struct self_family *f,
 	sample(f, st->kernel[RASTRO_STAT_BATCH_TAKEN_OVER]);
 	emit(f, fn, ctx);
 
+	begin(f, "rastro_events_sent_ahead",
+	      "Data events the kernel sent ahead of earlier events of their connection that "
+	      "another CPU kept held past every try (its vCPU descheduled), each naming the batch "
+	      "that holds them; and threads that moved on while such a CPU kept their events "
+	      "(not a loss: the agent reads them in order).", "{event}", true);
+	sample(f, st->kernel[RASTRO_STAT_SENT_AHEAD]);
+	emit(f, fn, ctx);
+
+	begin(f, "rastro_events_reordered",
+	      "Data events the agent held back until the batch with earlier events of their "
+	      "connection was read: those sent ahead, and that connection's events that came "
+	      "meanwhile (not a loss).", "{event}", true);
+	sample(f, st->conns.reordered);
+	emit(f, fn, ctx);
+
 	begin(f, "rastro_events_unordered",
-	      "Data events delivered while earlier events of their connection stayed held on "
-	      "another CPU that did not release them in time: the parser may read them out of "
-	      "order.", "{event}", true);
-	sample(f, st->kernel[RASTRO_STAT_UNORDERED]);
+	      "Data events parsed before earlier events of their connection: their batch did not "
+	      "come within a second (lost, and counted as such, or later still) or the agent ran "
+	      "out of room to hold them. The parser may find a gap there.", "{event}", true);
+	sample(f, st->conns.unordered);
 	emit(f, fn, ctx);
 
 	begin(f, "rastro_events_lost",

@@ -53,6 +53,25 @@ struct conn {
 	bool opaque; /* no known protocol: events are ignored */
 	uint8_t detect_attempts;
 	bool seq_known[2];
+	bool waiting; /* has events in ct->waits */
+};
+
+/* A data event read before earlier events of its connection: one sent ahead
+ * of the batch that holds them (RASTRO_EV_DATA_AFTER), or one that came
+ * after such an event. Parsed once that batch is read. */
+struct waiting {
+	struct waiting *next;
+	uint64_t since_ns; /* the event's time */
+	uint32_t cpu, gen; /* the batch it follows; cpu NO_BATCH: none of its own */
+	struct rastro_data_event ev; /* followed by its ev.captured bytes */
+};
+
+#define NO_BATCH UINT32_MAX
+
+/* A connection's waiting events, in the order they came. */
+struct conn_wait {
+	struct conn *conn;
+	struct waiting *head, *tail;
 };
 
 struct conntrack {
@@ -81,7 +100,22 @@ struct conntrack {
 		uint32_t cpu, gen;
 	} *pending;
 	uint32_t npending, cap_pending;
+	/* Connections with events that wait for a batch (few, and only for as
+	 * long as a descheduled vCPU keeps that batch), and the bytes they
+	 * hold in all. */
+	struct conn_wait *waits;
+	uint32_t nwaits, cap_waits;
+	size_t wait_bytes;
+	/* The batch whose events are being read (conntrack__batch_begin), or
+	 * batch_cpu NO_BATCH. */
+	uint32_t batch_cpu, batch_gen;
 };
+
+/* Bytes of waiting events, at most: past it the oldest connection's go now,
+ * out of order (counted). A connection waits for a batch for at most a
+ * second; this is about 10,000 events. */
+#define WAIT_BYTES_MAX (2u << 20)
+#define WAIT_NS_MAX 1000000000ull
 
 static const char *const counter_names[CONN__COUNTERS] = {
 	[CONN_LOST_PIPELINE_OVERFLOW] = "pipeline_overflow",
@@ -191,8 +225,14 @@ static void lru_append(struct conntrack *ct, struct conn *c)
 	ct->lru_tail = c;
 }
 
+static void wait_release(struct conntrack *ct, uint32_t i, bool force, uint64_t now_ns);
+
 static void conn_destroy(struct conntrack *ct, struct conn *c, uint64_t ts)
 {
+	/* Events still waiting for a batch are parsed before the end. */
+	for (uint32_t i = 0; c->waiting && i < ct->nwaits; i++)
+		if (ct->waits[i].conn == c)
+			wait_release(ct, i, true, 0);
 	if (c->proto) {
 		c->proto->close(c->state, c, ts);
 		c->proto->free(c->state);
@@ -298,8 +338,9 @@ static void detect(struct conn *c, struct chunk *ch)
 		c->opaque = true;
 }
 
-void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev,
-			const char *payload)
+/* The connection of an event, made at its first; NULL when it cannot be
+ * (counted). */
+static struct conn *conn_of(struct conntrack *ct, const struct rastro_data_event *ev)
 {
 	struct conn *c = ct->recent;
 	if (!c || c->id != ev->conn_id)
@@ -308,14 +349,21 @@ void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev
 		struct service *svc = discovery__service(ct->disc, ev->service_id);
 		if (!svc) {
 			ct->stats.unknown_service_events++;
-			return;
+			return NULL;
 		}
 		c = conn_create(ct, ev, svc);
 		if (!c) {
 			ct->stats.counters[CONN_LOST_NO_MEMORY]++;
-			return;
+			return NULL;
 		}
 	}
+	return c;
+}
+
+/* Parses an event of connection c. */
+static void feed_event(struct conntrack *ct, struct conn *c, const struct rastro_data_event *ev,
+		       const char *payload)
+{
 	ct->recent = c;
 	c->last_ns = ev->hdr.ts_ns;
 	if (c->lru_next && c->last_ns - c->lru_ns >= LRU_STEP_NS) { /* to the most recent end */
@@ -362,6 +410,136 @@ static bool batch_read(const struct conntrack *ct, uint32_t cpu, uint32_t gen)
 	       (int32_t)(ct->batch_seen[cpu] - 1 - gen) >= 0;
 }
 
+static struct conn_wait *wait_of(struct conntrack *ct, const struct conn *c)
+{
+	for (uint32_t i = 0; i < ct->nwaits; i++)
+		if (ct->waits[i].conn == c)
+			return &ct->waits[i];
+	return NULL;
+}
+
+static size_t waiting_size(const struct waiting *e)
+{
+	return sizeof(*e) + e->ev.captured;
+}
+
+/* Parses the waiting events of ct->waits[i] from the first, as long as each
+ * may go: its batch has been read, or it has none of its own (it came after
+ * the one before it). force: all of them; now_ns: also those waiting since
+ * more than WAIT_NS_MAX before it. An event parsed before its batch is
+ * counted unordered: that batch was lost (counted where it was) or is
+ * later still, and the parser reads a gap. */
+static void wait_release(struct conntrack *ct, uint32_t i, bool force, uint64_t now_ns)
+{
+	struct conn *c = ct->waits[i].conn;
+	struct waiting *e;
+	while ((e = ct->waits[i].head)) {
+		bool ready = e->cpu == NO_BATCH || batch_read(ct, e->cpu, e->gen);
+		if (!ready && !force && !(now_ns && e->since_ns + WAIT_NS_MAX < now_ns))
+			break;
+		if (!ready) {
+			ct->stats.unordered++;
+			log_debug("connection %llu: an event parsed without CPU %u's batch %u",
+				  (unsigned long long)c->id, e->cpu, e->gen);
+		}
+		ct->waits[i].head = e->next;
+		ct->wait_bytes -= waiting_size(e);
+		feed_event(ct, c, &e->ev, (const char *)(&e->ev + 1));
+		free(e);
+	}
+	if (ct->waits[i].head)
+		return;
+	c->waiting = false;
+	memmove(&ct->waits[i], &ct->waits[i + 1], (ct->nwaits - i - 1) * sizeof(ct->waits[0]));
+	ct->nwaits--;
+}
+
+/* Queues an event of c (which has waiting events when w is not NULL) to be
+ * parsed after batch gen of cpu (NO_BATCH: after the ones before it); false
+ * when out of memory. */
+static bool wait_add(struct conntrack *ct, struct conn *c, struct conn_wait *w,
+		     const struct rastro_data_event *ev, const char *payload, uint32_t cpu,
+		     uint32_t gen)
+{
+	if (!w && ct->nwaits == ct->cap_waits) {
+		uint32_t cap = ct->cap_waits ? 2 * ct->cap_waits : 8;
+		struct conn_wait *p = realloc(ct->waits, cap * sizeof(*p));
+		if (!p)
+			return false;
+		ct->waits = p;
+		ct->cap_waits = cap;
+	}
+	struct waiting *e = malloc(sizeof(*e) + ev->captured);
+	if (!e)
+		return false;
+	e->next = NULL;
+	e->since_ns = ev->hdr.ts_ns;
+	e->cpu = cpu;
+	e->gen = gen;
+	memcpy(&e->ev, ev, sizeof(*ev));
+	memcpy(&e->ev + 1, payload, ev->captured);
+	if (!w) {
+		w = &ct->waits[ct->nwaits++];
+		*w = (struct conn_wait){.conn = c, .head = e};
+		c->waiting = true;
+	} else {
+		w->tail->next = e;
+	}
+	w->tail = e;
+	ct->stats.reordered++;
+	ct->wait_bytes += waiting_size(e);
+	if (cpu != NO_BATCH)
+		log_debug("connection %llu: an event waits for CPU %u's batch %u",
+			  (unsigned long long)c->id, cpu, gen);
+	/* Past the bound the longest-waiting connection's go now. */
+	while (ct->wait_bytes > WAIT_BYTES_MAX && ct->nwaits)
+		wait_release(ct, 0, true, 0);
+	return true;
+}
+
+/* An event of ct's batch being read (batch_cpu, batch_gen), of another
+ * record (batch_cpu NO_BATCH), or one sent ahead of batch gen of cpu
+ * (RASTRO_EV_DATA_AFTER; otherwise cpu is NO_BATCH). A connection's events
+ * are parsed in the order they happened: one sent ahead waits for its
+ * batch, and the connection's later events wait behind it, except those of
+ * that very batch, which are earlier. */
+static void data_in(struct conntrack *ct, const struct rastro_data_event *ev, const char *payload,
+		    uint32_t cpu, uint32_t gen)
+{
+	struct conn *c = conn_of(ct, ev);
+	if (!c)
+		return;
+	if (c->waiting) {
+		struct conn_wait *w = wait_of(ct, c);
+		if (!(w->head->cpu == ct->batch_cpu && w->head->gen == ct->batch_gen) &&
+		    wait_add(ct, c, w, ev, payload, cpu, gen))
+			return;
+	} else if (cpu != NO_BATCH && !batch_read(ct, cpu, gen)) {
+		if (wait_add(ct, c, NULL, ev, payload, cpu, gen))
+			return;
+		ct->stats.unordered++; /* out of memory: parsed now */
+	}
+	feed_event(ct, c, ev, payload);
+}
+
+void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev,
+			const char *payload)
+{
+	data_in(ct, ev, payload, NO_BATCH, 0);
+}
+
+void conntrack__on_data_after(struct conntrack *ct, const struct rastro_data_event *ev,
+			      const char *payload, uint32_t cpu, uint32_t gen)
+{
+	data_in(ct, ev, payload, cpu, gen);
+}
+
+void conntrack__batch_begin(struct conntrack *ct, uint32_t cpu, uint32_t gen)
+{
+	ct->batch_cpu = cpu;
+	ct->batch_gen = gen;
+}
+
 static void end_conn(struct conntrack *ct, uint64_t conn_id, uint64_t ts)
 {
 	struct conn *c = u64map__get(&ct->conns, conn_id);
@@ -371,8 +549,14 @@ static void end_conn(struct conntrack *ct, uint64_t conn_id, uint64_t ts)
 
 void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev)
 {
-	uint32_t cpu = ev->held_cpu - 1;
-	if (!ev->held_cpu || batch_read(ct, cpu, ev->held_gen)) {
+	uint32_t cpu = ev->held_cpu - 1, gen = ev->held_gen;
+	bool held = ev->held_cpu;
+	struct conn *c = u64map__get(&ct->conns, ev->conn_id);
+	if (c && c->waiting) { /* after its waiting events, which come before it */
+		struct waiting *first = wait_of(ct, c)->head;
+		held = true, cpu = first->cpu, gen = first->gen;
+	}
+	if (!held || batch_read(ct, cpu, gen)) {
 		end_conn(ct, ev->conn_id, ev->hdr.ts_ns);
 		return;
 	}
@@ -387,10 +571,10 @@ void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *
 		ct->cap_pending = cap;
 	}
 	log_debug("connection %llu ends once CPU %u's batch %u is read",
-		  (unsigned long long)ev->conn_id, cpu, ev->held_gen);
+		  (unsigned long long)ev->conn_id, cpu, gen);
 	ct->pending[ct->npending++] = (struct pending_close){
 		.conn_id = ev->conn_id, .ts = ev->hdr.ts_ns, .since_ns = ev->hdr.ts_ns,
-		.cpu = cpu, .gen = ev->held_gen};
+		.cpu = cpu, .gen = gen};
 }
 
 /* Ends the connections that waited for a batch of cpu now read, or for more
@@ -424,11 +608,18 @@ void conntrack__on_batch(struct conntrack *ct, uint32_t cpu, uint32_t gen)
 		ct->batch_cpus = n;
 	}
 	ct->batch_seen[cpu] = gen + 1;
+	ct->batch_cpu = NO_BATCH;
+	for (uint32_t i = ct->nwaits; i-- > 0;) /* wait_release removes entry i only */
+		if (ct->waits[i].head->cpu == cpu)
+			wait_release(ct, i, false, 0);
 	end_pending(ct, cpu, 0);
 }
 
 void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns)
 {
+	for (uint32_t i = ct->nwaits; i-- > 0;)
+		if (ct->waits[i].head->since_ns + WAIT_NS_MAX < now_ns)
+			wait_release(ct, i, false, now_ns);
 	end_pending(ct, UINT32_MAX, now_ns);
 	while (ct->lru_head && ct->lru_head->last_ns + idle_ns < now_ns) {
 		log_debug("connection %llu idle for long: forgotten",
@@ -461,6 +652,7 @@ struct conntrack *conntrack__new(const struct rastro_config *cfg, struct discove
 	ct->sink = sink;
 	ct->sink_ctx = sink_ctx;
 	u64map__init(&ct->conns);
+	ct->batch_cpu = NO_BATCH;
 	return ct;
 }
 
@@ -468,6 +660,14 @@ void conntrack__free(struct conntrack *ct)
 {
 	if (!ct)
 		return;
+	for (uint32_t i = 0; i < ct->nwaits; i++) {
+		ct->waits[i].conn->waiting = false;
+		for (struct waiting *e = ct->waits[i].head, *next; e; e = next) {
+			next = e->next;
+			free(e);
+		}
+	}
+	free(ct->waits);
 	while (ct->lru_head) {
 		struct conn *c = ct->lru_head;
 		if (c->proto)

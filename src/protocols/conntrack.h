@@ -20,6 +20,8 @@ struct conntrack_stats {
 	uint64_t connections;           /* tracked now */
 	uint64_t requests;              /* records emitted */
 	uint64_t unknown_service_events; /* events of a process no longer known */
+	uint64_t reordered; /* events that waited for a batch with earlier ones */
+	uint64_t unordered; /* events parsed before earlier ones of their connection */
 	uint64_t counters[CONN__COUNTERS];
 };
 
@@ -28,8 +30,17 @@ struct conntrack *conntrack__new(const struct rastro_config *cfg, struct discove
 				 request_sink_fn start, request_sink_fn sink, void *sink_ctx);
 void conntrack__free(struct conntrack *ct);
 
+/* An event of a record of its own. */
 void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev,
 			const char *payload);
+/* An event sent ahead of batch gen of CPU cpu (RASTRO_EV_DATA_AFTER): parsed
+ * after that batch's events, as are its connection's events that come
+ * until then (at most a second: then it is parsed, counted unordered). */
+void conntrack__on_data_after(struct conntrack *ct, const struct rastro_data_event *ev,
+			      const char *payload, uint32_t cpu, uint32_t gen);
+/* The events of batch gen of CPU cpu follow (conntrack__on_data for each),
+ * then conntrack__on_batch. */
+void conntrack__batch_begin(struct conntrack *ct, uint32_t cpu, uint32_t gen);
 /* A connection's end: at once, or once the batch of held events it names
  * is read (conntrack__on_batch). */
 void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev);

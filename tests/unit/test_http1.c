@@ -371,6 +371,124 @@ static void test_close_without_response_and_gap(void)
 	conntrack__free(ct);
 }
 
+/* ---- events sent ahead of the batch that holds earlier ones */
+
+/* An event of conn at sequence number seq, fed as sent ahead of batch gen of
+ * CPU cpu (cpu UINT32_MAX: an event of its own record). */
+static void event_at(struct conntrack *ct, uint64_t conn, int dir, uint64_t ts, uint32_t seq,
+		     const char *data, uint32_t cpu, uint32_t gen)
+{
+	static char buf[sizeof(struct rastro_data_event) + 4096];
+	struct rastro_data_event *ev = (void *)buf;
+	uint32_t len = (uint32_t)strlen(data);
+	memset(ev, 0, sizeof(*ev));
+	ev->hdr.type = RASTRO_EV_DATA;
+	ev->hdr.tgid = 42;
+	ev->hdr.ts_ns = ts;
+	ev->tid = 42;
+	ev->service_id = 1;
+	ev->conn_id = conn;
+	ev->bytes = ev->captured = len;
+	ev->seq = seq;
+	ev->direction = (uint8_t)dir;
+	memcpy(buf + sizeof(*ev), data, len);
+	if (cpu == UINT32_MAX)
+		conntrack__on_data(ct, ev, buf + sizeof(*ev));
+	else
+		conntrack__on_data_after(ct, ev, buf + sizeof(*ev), cpu, gen);
+}
+
+static void test_events_sent_ahead(void)
+{
+	const char *req_a = "GET /a HTTP/1.1\r\n\r\n", *req_b = "GET /b HTTP/1.1\r\n\r\n";
+	const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+	uint32_t ql = (uint32_t)strlen(req_a), pl = (uint32_t)strlen(resp);
+	struct conntrack_stats st;
+
+	/* The response to /a comes ahead of CPU 0's batch 5, which holds /a;
+	 * the next request, /b, comes meanwhile: both wait for that batch. */
+	struct conntrack *ct = new_ct();
+	conntrack__batch_begin(ct, 0, 4); /* batches 4 of CPU 0 and 1 of CPU 1 read */
+	conntrack__on_batch(ct, 0, 4);
+	conntrack__batch_begin(ct, 1, 1);
+	conntrack__on_batch(ct, 1, 1);
+	event_at(ct, 1, OUT, 20, 500, resp, 0, 5);
+	event_at(ct, 1, IN, 30, 100 + ql, req_b, UINT32_MAX, 0);
+	event_at(ct, 2, IN, 25, 100, req_a, UINT32_MAX, 0); /* another connection: not held */
+	event_at(ct, 2, OUT, 26, 500, resp, 1, 1);           /* its batch was read already */
+	CHECK_INT(nrecs, 1);
+	conntrack__batch_begin(ct, 1, 2); /* another CPU's batch: nothing of connection 1 */
+	conntrack__on_batch(ct, 1, 2);
+	CHECK_INT(nrecs, 1);
+	conntrack__batch_begin(ct, 0, 5);
+	event_at(ct, 1, IN, 10, 100, req_a, UINT32_MAX, 0);
+	CHECK_INT(nrecs, 1);
+	conntrack__on_batch(ct, 0, 5);
+	CHECK_INT(nrecs, 2);
+	event_at(ct, 1, OUT, 40, 500 + pl, resp, UINT32_MAX, 0);
+	CHECK_INT(nrecs, 3);
+	if (nrecs == 3) {
+		CHECK_STR(recs[1].path, "/a");
+		CHECK_INT(recs[1].status, 200);
+		CHECK_INT(recs[1].start, 10);
+		CHECK_INT(recs[1].end, 20);
+		CHECK_STR(recs[2].path, "/b");
+		CHECK_INT(recs[2].end, 40);
+	}
+	conntrack__stats(ct, &st);
+	CHECK_INT(st.reordered, 2);
+	CHECK_INT(st.unordered, 0);
+	CHECK_INT(st.counters[CONN_LOST_EVENTS], 0);
+
+	/* A close that comes while events wait ends the connection after them. */
+	event_at(ct, 1, IN, 50, 100 + 2 * ql + ql, req_b, 0, 6);
+	struct rastro_close_event ce = {.hdr = {.type = RASTRO_EV_CLOSE, .ts_ns = 60}, .conn_id = 1};
+	conntrack__on_close(ct, &ce);
+	CHECK_INT(nrecs, 3);
+	conntrack__batch_begin(ct, 0, 6);
+	event_at(ct, 1, IN, 45, 100 + 2 * ql, req_a, UINT32_MAX, 0);
+	conntrack__on_batch(ct, 0, 6);
+	/* /a then /b, both without a response: the close ended them. */
+	CHECK_INT(nrecs, 5);
+	if (nrecs == 5) {
+		CHECK_STR(recs[3].path, "/a");
+		CHECK_STR(recs[3].err, "no_response");
+		CHECK_STR(recs[4].path, "/b");
+		CHECK_INT(recs[4].end, 60);
+	}
+	conntrack__free(ct);
+
+	/* A batch that never comes (lost): its event, and the one behind it,
+	 * are parsed after a second, the first counted as unordered. */
+	ct = new_ct();
+	event_at(ct, 3, IN, 10, 100, req_a, UINT32_MAX, 0);
+	event_at(ct, 3, OUT, 15, 500, resp, UINT32_MAX, 0);
+	event_at(ct, 3, IN, 20, 100 + ql, req_b, UINT32_MAX, 0);
+	/* The batch holds the first pl bytes of /b's response. */
+	event_at(ct, 3, OUT, 30, 500 + 2 * pl, resp, 1, 3);
+	event_at(ct, 3, IN, 40, 100 + 2 * ql, req_a, UINT32_MAX, 0);
+	conntrack__expire(ct, 900000030, 60000000000ull);
+	CHECK_INT(nrecs, 1);
+	conntrack__stats(ct, &st);
+	CHECK_INT(st.reordered, 2);
+	conntrack__expire(ct, 1100000000, 60000000000ull);
+	conntrack__stats(ct, &st);
+	CHECK_INT(st.unordered, 1);
+	/* Both were parsed: the response ended /b (the parser takes a response
+	 * head after a gap as the next response), and the close ends the
+	 * last request. */
+	CHECK_INT(nrecs, 2);
+	close_conn(ct, 3, 1200000000);
+	CHECK_INT(nrecs, 3);
+	if (nrecs == 3) {
+		CHECK_STR(recs[1].path, "/b");
+		CHECK_INT(recs[1].end, 30);
+		CHECK_STR(recs[2].path, "/a");
+		CHECK_INT(recs[2].start, 40);
+	}
+	conntrack__free(ct);
+}
+
 static void test_not_http_is_ignored(void)
 {
 	struct conntrack *ct = new_ct();
@@ -394,6 +512,7 @@ int main(void)
 	test_client_role_and_interim();
 	test_uncaptured_bytes();
 	test_close_without_response_and_gap();
+	test_events_sent_ahead();
 	test_not_http_is_ignored();
 	return check_done("test_http1");
 }
