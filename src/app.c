@@ -129,8 +129,10 @@ static void span_export_stop(struct app *app)
 		struct otlp_traces_stats ts;
 		otlp_traces__flush(app->span_export);
 		otlp_traces__stats(app->span_export, &ts);
-		log_info("span export: spans handed to the client=%llu dropped_queue_full=%llu",
-			 (unsigned long long)ts.exported, (unsigned long long)ts.dropped_queue);
+		log_info("span export: spans handed to the client=%llu dropped_queue_full=%llu "
+			 "dropped_out_of_memory=%llu",
+			 (unsigned long long)ts.exported, (unsigned long long)ts.dropped_queue,
+			 (unsigned long long)ts.dropped_no_memory);
 	}
 	struct otlp_client *clients[] = {app->traces_client, app->metrics_client};
 	if (app->traces_client || app->metrics_client)
@@ -307,6 +309,7 @@ void app__self_stats(struct app *app, struct self_stats *out)
 		otlp_traces__stats(app->span_export, &ss);
 		out->spans_queued = ss.queued;
 		out->spans_dropped_queue = ss.dropped_queue;
+		out->spans_dropped_no_memory = ss.dropped_no_memory;
 		out->spans_exported = ss.exported;
 	}
 }

@@ -57,6 +57,7 @@ struct self_stats {
 	struct otlp_client_stats metrics_client, traces_client;
 	uint64_t spans_queued;          /* waiting for a batch */
 	uint64_t spans_dropped_queue;   /* otel_traces_export.max_queue_size exceeded */
+	uint64_t spans_dropped_no_memory; /* out of memory queueing or encoding them */
 	uint64_t spans_sampled_out;     /* not exported by the sampler's decision */
 	uint64_t spans_exported;        /* handed to the OTLP client */
 };

@@ -467,7 +467,7 @@ static void export_ready(struct otlp_traces *t)
 					       span_batch__write(b, t->cfg, body), n);
 			t->stats.exported += n;
 		} else {
-			t->stats.dropped_queue += n; /* out of memory */
+			t->stats.dropped_no_memory += n;
 		}
 		span_batch__clear(b);
 		t->stats.queued -= n;
@@ -562,7 +562,7 @@ void otlp_traces__add(struct otlp_traces *t, const struct request *r)
 		slot = (t->head + t->count) % t->nring;
 		if (!t->ring[slot]) {
 			if (!(t->ring[slot] = span_batch__new())) {
-				t->stats.dropped_queue++;
+				t->stats.dropped_no_memory++;
 				return;
 			}
 			t->allocated++;
@@ -570,8 +570,8 @@ void otlp_traces__add(struct otlp_traces *t, const struct request *r)
 		t->count++;
 	}
 	struct span_batch *b = t->ring[slot];
-	if (!span_batch__add(b, r, t->cfg, *t->unix_offset_ns)) {
-		t->stats.dropped_queue++;
+	if (!span_batch__add(b, r, t->cfg, *t->unix_offset_ns)) { /* out of memory */
+		t->stats.dropped_no_memory++;
 		if (!span_batch__count(b))
 			t->count--; /* it was a fresh (tail) batch: give the slot back */
 		return;

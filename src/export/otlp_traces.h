@@ -19,7 +19,8 @@ struct otlp_traces;
 
 struct otlp_traces_stats {
 	uint64_t queued;        /* spans waiting for a batch (now) */
-	uint64_t dropped_queue; /* max_queue_size reached (or out of memory) */
+	uint64_t dropped_queue; /* max_queue_size reached */
+	uint64_t dropped_no_memory; /* could not be queued or encoded: out of memory */
 	uint64_t exported;      /* spans handed to the OTLP client */
 };
 

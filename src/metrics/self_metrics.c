@@ -222,9 +222,11 @@ static void collect_export(const struct self_stats *st, struct self_family *f, s
 	emit(f, fn, ctx);
 
 	begin(f, "rastro_spans_dropped",
-	      "Spans dropped because otel_traces_export.max_queue_size was reached.", "{span}",
+	      "Spans dropped before export: otel_traces_export.max_queue_size reached "
+	      "(queue_full), or no memory to queue or encode them (out_of_memory).", "{span}",
 	      true);
 	sample1(f, "cause", "queue_full", st->spans_dropped_queue);
+	sample1(f, "cause", "out_of_memory", st->spans_dropped_no_memory);
 	emit(f, fn, ctx);
 
 	begin(f, "rastro_spans_sampled_out", "Spans not exported by the sampler's decision.",
