@@ -7,6 +7,8 @@
 #   bench/run.sh --ablate [--workload nginx|pgbench] VARIANT...   (bench/ablate.py:
 #                builds with one part of a traced event left out, their
 #                programs' time per request)
+#   bench/run.sh --profile [--rounds N]   (bench/profile.py: where nginx's
+#                CPU goes with and without rastro at saturation; needs perf)
 # RASTRO_BIN / RASTRO_BUILD select another build (default ./rastro, build/).
 # A benchmark, not a test: it never fails on a timing.
 set -euo pipefail
@@ -34,6 +36,10 @@ make -s BUILD="$BUILD_DIR" "$BUILD_DIR/bench/noop.bpf.o"
 if [ "${1:-}" = --ab ]; then
 	shift
 	exec /usr/bin/python3 bench/ab.py "$@"
+fi
+if [ "${1:-}" = --profile ]; then
+	shift
+	exec /usr/bin/python3 bench/profile.py "$@"
 fi
 if [ "${1:-}" = --ablate ]; then
 	shift
