@@ -262,6 +262,26 @@ while True:
 """
 
 
+def run_moving_server(rastro, servers, tmp_path, n, env=None):
+    """The moving server and an nginx behind it, both traced; n requests on
+    one connection. Returns the records and rastro's Prometheus port."""
+    port, ngx_port, prom = free_port(), free_port(), free_port()
+    (tmp_path / "srv.py").write_text(MOVING_SERVER)
+    r = rastro(instrument((port, "mover"), (ngx_port, "back")),
+               env={"RASTRO_PROMETHEUS_PORT": str(prom), **(env or {})})
+    ngx = start_nginx(servers, tmp_path, ngx_port)
+    srv = servers(["/usr/bin/python3", str(tmp_path / "srv.py"), str(port), str(ngx_port)], port,
+                  log=tmp_path / "srv.log")
+    r.wait_traced(ngx.pid)
+    r.wait_traced(srv.pid)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        for i in range(n):
+            s.sendall(f"GET /m/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            recv_responses(s, 1)
+    r.wait_records(3 * n)
+    return r.settle(), prom
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_a_thread_that_moves_keeps_its_order(rastro, servers, tmp_path):
     """Events are held back on the CPU that made them. A traced thread that
@@ -270,22 +290,8 @@ def test_a_thread_that_moves_keeps_its_order(rastro, servers, tmp_path):
     sched_migrate_task hook), or its outgoing call would come before the
     request that caused it and start a trace of its own. Its response, from
     the other CPU, likewise follows its request (the connection's mark)."""
-    port, ngx_port, prom = free_port(), free_port(), free_port()
-    (tmp_path / "srv.py").write_text(MOVING_SERVER)
-    r = rastro(instrument((port, "mover"), (ngx_port, "back")),
-               env={"RASTRO_PROMETHEUS_PORT": str(prom)})
-    ngx = start_nginx(servers, tmp_path, ngx_port)
-    srv = servers(["/usr/bin/python3", str(tmp_path / "srv.py"), str(port), str(ngx_port)], port,
-                  log=tmp_path / "srv.log")
-    r.wait_traced(ngx.pid)
-    r.wait_traced(srv.pid)
     n = 40
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        for i in range(n):
-            s.sendall(f"GET /m/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            recv_responses(s, 1)
-    recs = r.wait_records(3 * n)
-    recs = r.settle()
+    recs, prom = run_moving_server(rastro, servers, tmp_path, n)
     srv_spans = sorted(by_service(recs, "mover", "SERVER"), key=lambda x: x["start_time_unix_nano"])
     cli_spans = by_service(recs, "mover", "CLIENT")
     back = by_service(recs, "back", "SERVER")
@@ -312,22 +318,9 @@ def test_events_sent_ahead_are_read_after_their_batch(rastro, servers, tmp_path)
     go ahead: the moving server's response, written on the other CPU, leaves
     its request held on the first. Each request must still be read with its
     response, with no gap and nothing unordered."""
-    port, ngx_port, prom = free_port(), free_port(), free_port()
-    (tmp_path / "srv.py").write_text(MOVING_SERVER)
-    r = rastro(instrument((port, "mover"), (ngx_port, "back")),
-               env={"RASTRO_PROMETHEUS_PORT": str(prom), "RASTRO_SELFTEST_SEND_AHEAD": "1"})
-    ngx = start_nginx(servers, tmp_path, ngx_port)
-    srv = servers(["/usr/bin/python3", str(tmp_path / "srv.py"), str(port), str(ngx_port)], port,
-                  log=tmp_path / "srv.log")
-    r.wait_traced(ngx.pid)
-    r.wait_traced(srv.pid)
     n = 40
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        for i in range(n):
-            s.sendall(f"GET /m/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            recv_responses(s, 1)
-    r.wait_records(3 * n)
-    recs = r.settle()
+    recs, prom = run_moving_server(rastro, servers, tmp_path, n,
+                                   env={"RASTRO_SELFTEST_SEND_AHEAD": "1"})
     srv_spans = sorted(by_service(recs, "mover", "SERVER"), key=lambda x: x["start_time_unix_nano"])
     assert [(x["url.path"], x["http.response.status_code"]) for x in srv_spans] == [
         (f"/m/{i}", 200) for i in range(n)]

@@ -50,9 +50,10 @@ static void sink(void *ctx, struct request *r)
 
 static struct rastro_config cfg;
 
-/* Feeds an event of `bytes` bytes of which the first `captured` are given. */
-static void event(struct conntrack *ct, uint64_t conn, int dir, uint64_t ts, uint32_t *seq,
-		  const char *data, uint32_t captured, uint32_t bytes)
+/* An event of conn at sequence number seq, of `bytes` bytes of which the
+ * first `captured` are given: its payload follows it. */
+static struct rastro_data_event *make_event(uint64_t conn, int dir, uint64_t ts, uint32_t seq,
+					    const char *data, uint32_t captured, uint32_t bytes)
 {
 	static char buf[sizeof(struct rastro_data_event) + 70000];
 	struct rastro_data_event *ev = (void *)buf;
@@ -65,11 +66,19 @@ static void event(struct conntrack *ct, uint64_t conn, int dir, uint64_t ts, uin
 	ev->conn_id = conn;
 	ev->bytes = bytes;
 	ev->captured = captured;
-	ev->seq = seq[dir];
+	ev->seq = seq;
 	ev->direction = (uint8_t)dir;
-	seq[dir] += bytes;
 	memcpy(buf + sizeof(*ev), data, captured);
-	conntrack__on_data(ct, ev, buf + sizeof(*ev));
+	return ev;
+}
+
+/* Feeds an event of `bytes` bytes of which the first `captured` are given. */
+static void event(struct conntrack *ct, uint64_t conn, int dir, uint64_t ts, uint32_t *seq,
+		  const char *data, uint32_t captured, uint32_t bytes)
+{
+	struct rastro_data_event *ev = make_event(conn, dir, ts, seq[dir], data, captured, bytes);
+	seq[dir] += bytes;
+	conntrack__on_data(ct, ev, (const char *)(ev + 1));
 }
 
 static void close_conn(struct conntrack *ct, uint64_t conn, uint64_t ts)
@@ -378,24 +387,12 @@ static void test_close_without_response_and_gap(void)
 static void event_at(struct conntrack *ct, uint64_t conn, int dir, uint64_t ts, uint32_t seq,
 		     const char *data, uint32_t cpu, uint32_t gen)
 {
-	static char buf[sizeof(struct rastro_data_event) + 4096];
-	struct rastro_data_event *ev = (void *)buf;
 	uint32_t len = (uint32_t)strlen(data);
-	memset(ev, 0, sizeof(*ev));
-	ev->hdr.type = RASTRO_EV_DATA;
-	ev->hdr.tgid = 42;
-	ev->hdr.ts_ns = ts;
-	ev->tid = 42;
-	ev->service_id = 1;
-	ev->conn_id = conn;
-	ev->bytes = ev->captured = len;
-	ev->seq = seq;
-	ev->direction = (uint8_t)dir;
-	memcpy(buf + sizeof(*ev), data, len);
+	struct rastro_data_event *ev = make_event(conn, dir, ts, seq, data, len, len);
 	if (cpu == UINT32_MAX)
-		conntrack__on_data(ct, ev, buf + sizeof(*ev));
+		conntrack__on_data(ct, ev, (const char *)(ev + 1));
 	else
-		conntrack__on_data_after(ct, ev, buf + sizeof(*ev), cpu, gen);
+		conntrack__on_data_after(ct, ev, (const char *)(ev + 1), cpu, gen);
 }
 
 static void test_events_sent_ahead(void)
