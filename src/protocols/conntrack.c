@@ -254,7 +254,7 @@ static struct conn *conn_create(struct conntrack *ct, const struct rastro_data_e
 		return NULL;
 	c->id = ev->conn_id;
 	c->tgid = ev->hdr.tgid;
-	c->lru_ns = ev->hdr.ts_ns;
+	c->last_ns = c->lru_ns = ev->hdr.ts_ns; /* its first event may wait (data_in) */
 	c->role_hint = ev->role;
 	c->tuple = ev->tuple;
 	c->service = svc;
@@ -511,9 +511,11 @@ static void data_in(struct conntrack *ct, const struct rastro_data_event *ev, co
 		return;
 	if (c->waiting) {
 		struct conn_wait *w = wait_of(ct, c);
-		if (!(w->head->cpu == ct->batch_cpu && w->head->gen == ct->batch_gen) &&
-		    wait_add(ct, c, w, ev, payload, cpu, gen))
-			return;
+		if (!(w->head->cpu == ct->batch_cpu && w->head->gen == ct->batch_gen)) {
+			if (wait_add(ct, c, w, ev, payload, cpu, gen))
+				return;
+			ct->stats.unordered++; /* out of memory: parsed now */
+		}
 	} else if (cpu != NO_BATCH && !batch_read(ct, cpu, gen)) {
 		if (wait_add(ct, c, NULL, ev, payload, cpu, gen))
 			return;
@@ -550,13 +552,13 @@ static void end_conn(struct conntrack *ct, uint64_t conn_id, uint64_t ts)
 void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev)
 {
 	uint32_t cpu = ev->held_cpu - 1, gen = ev->held_gen;
-	bool held = ev->held_cpu;
-	struct conn *c = u64map__get(&ct->conns, ev->conn_id);
-	if (c && c->waiting) { /* after its waiting events, which come before it */
+	bool held = ev->held_cpu && !batch_read(ct, cpu, gen);
+	struct conn *c = held ? NULL : u64map__get(&ct->conns, ev->conn_id);
+	if (c && c->waiting) { /* after its waiting events, which came before it */
 		struct waiting *first = wait_of(ct, c)->head;
 		held = true, cpu = first->cpu, gen = first->gen;
 	}
-	if (!held || batch_read(ct, cpu, gen)) {
+	if (!held) {
 		end_conn(ct, ev->conn_id, ev->hdr.ts_ns);
 		return;
 	}

@@ -455,6 +455,19 @@ static void test_events_sent_ahead(void)
 	}
 	conntrack__free(ct);
 
+	/* A new connection whose first event waits is not idle meanwhile. */
+	ct = new_ct();
+	uint64_t t = 5000000000000ull;
+	event_at(ct, 5, OUT, t + 20, 500, resp, 0, 9);
+	conntrack__expire(ct, t + 500000000, 60000000000ull);
+	conntrack__batch_begin(ct, 0, 9);
+	event_at(ct, 5, IN, t + 10, 100, req_a, UINT32_MAX, 0);
+	conntrack__on_batch(ct, 0, 9);
+	CHECK_INT(nrecs, 1);
+	conntrack__stats(ct, &st);
+	CHECK_INT(st.unordered, 0);
+	conntrack__free(ct);
+
 	/* A batch that never comes (lost): its event, and the one behind it,
 	 * are parsed after a second, the first counted as unordered. */
 	ct = new_ct();
