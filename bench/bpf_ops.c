@@ -31,12 +31,14 @@ static const char *const names[] = {
 	"compare-and-swap + store (hold_lock, uncontended)",
 	"per-CPU array lookup",
 	"two tcp_sock loads (sequence numbers)",
+	"bpf_get_current_task_btf + task->stack + a learned offset",
 };
 #define NOPS (sizeof(names) / sizeof(names[0]))
 
 struct globals { /* g in ops.bpf.c */
 	__u32 tgid, op, iters, lock;
 	__u64 total_ns, total_ops, sink;
+	__u64 regs_seen[2];
 };
 
 int main(int argc, char **argv)

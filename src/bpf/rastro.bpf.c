@@ -198,6 +198,7 @@ struct scratch {
 	__u64 last_sk;
 	/* Bit tid % 64 of every thread with a held event (rastro_migrate). */
 	__u64 held_tids;
+	__u64 regs_seen[2]; /* syscall_regs */
 	/* The data events of the thread running on this CPU, held back: batch
 	 * and the first batch.len bytes of held (right after it) are delivered
 	 * as one record. An event starts at an offset masked below
@@ -1047,6 +1048,34 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
  * the task's saved user registers, as at sys_exit; its bytes are already in
  * the user buffer (received) or still there (sent).
  */
+/* A syscall's registers sit at the same distance from every task's kernel
+ * stack (task_pt_regs: at its top, less any padding the architecture keeps
+ * there). Learned from bpf_task_pt_regs at the first traced event (its two
+ * values go through this CPU's scratch, which makes them plain numbers);
+ * from then on the registers are found with one load and an add instead of
+ * a helper call. */
+__u64 pt_regs_offset;
+
+static __always_inline struct pt_regs *syscall_regs(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 off = pt_regs_offset;
+	if (off)
+		return bpf_rdonly_cast((void *)((__u64)task->stack + off),
+				       bpf_core_type_id_kernel(struct pt_regs));
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (s) {
+		s->regs_seen[0] = (__u64)regs;
+		s->regs_seen[1] = (__u64)task->stack;
+		off = s->regs_seen[0] - s->regs_seen[1];
+		if (off && off < 65536) /* within the stack's pages: never 0 */
+			pt_regs_offset = off;
+	}
+	return regs;
+}
+
 static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 direction)
 {
 	if (ret <= 0 || (flags & MSG_PEEK))
@@ -1064,7 +1093,7 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 	struct socket *so = sk->sk_socket;
 	if (!so || !so->file)
 		return 0;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct pt_regs *regs = syscall_regs();
 	struct io_args a;
 	if (!decode_io(regs, SYSCALL_NR(regs), &a) || a.direction != direction)
 		return 0;
