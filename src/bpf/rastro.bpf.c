@@ -685,7 +685,7 @@ static __always_inline void output_after(struct scratch *s, __u32 size, __u32 cp
 	s->after.cpu = (cpu1 - 1) & (RASTRO_HOLD_CPUS - 1);
 	s->after.gen = gen;
 	stat_inc(RASTRO_STAT_SENT_AHEAD);
-	output_one(s, (struct rastro_data_event *)&s->after, sizeof(s->after) + size);
+	output_one(s, &s->after, sizeof(s->after) + size);
 }
 
 /*
@@ -1039,15 +1039,6 @@ int BPF_PROG(rastro_sys_exit, struct pt_regs *regs, long ret)
 	return emit_data(sk, ret, pid_tgid, &a, RASTRO_ROLE_UNKNOWN);
 }
 
-/*
- * The socket hooks (Linux 6.3 and later): sock_send_length and
- * sock_recv_length fire inside sock_sendmsg and sock_recvmsg, so only socket
- * I/O runs a program, and the other syscalls of every process keep the
- * kernel's fast path (any sys_exit program moves every syscall of every
- * process to the slow one). The syscall, its buffer and its iovecs come from
- * the task's saved user registers, as at sys_exit; its bytes are already in
- * the user buffer (received) or still there (sent).
- */
 /* A syscall's registers sit at the same distance from every task's kernel
  * stack (task_pt_regs: at its top, less any padding the architecture keeps
  * there). Learned from bpf_task_pt_regs at the first traced event (its two
@@ -1076,6 +1067,15 @@ static __always_inline struct pt_regs *syscall_regs(void)
 	return regs;
 }
 
+/*
+ * The socket hooks (Linux 6.3 and later): sock_send_length and
+ * sock_recv_length fire inside sock_sendmsg and sock_recvmsg, so only socket
+ * I/O runs a program, and the other syscalls of every process keep the
+ * kernel's fast path (any sys_exit program moves every syscall of every
+ * process to the slow one). The syscall, its buffer and its iovecs come from
+ * the task's saved user registers, as at sys_exit; its bytes are already in
+ * the user buffer (received) or still there (sent).
+ */
 static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 direction)
 {
 	if (ret <= 0 || (flags & MSG_PEEK))
