@@ -34,7 +34,7 @@ import bench as B  # noqa: E402
 
 CATEGORIES = [
     ("rastro's programs and the tracepoints' dispatch",
-     lambda s: s.startswith(("bpf_prog_", "bpf_trace_run", "__bpf_trace", "__traceiter_", "bpf_"))
+     lambda s: s.startswith(("bpf_", "__bpf_trace", "__traceiter_"))
      or s == "task_init_private_helper_slot"),
     ("reads of user memory (with usercopy checks)",
      lambda s: s in ("copy_from_user_nofault", "__check_object_size", "__virt_addr_valid",

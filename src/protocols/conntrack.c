@@ -552,15 +552,16 @@ static void end_conn(struct conntrack *ct, uint64_t conn_id, uint64_t ts)
 void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev)
 {
 	uint32_t cpu = ev->held_cpu - 1, gen = ev->held_gen;
-	bool held = ev->held_cpu && !batch_read(ct, cpu, gen);
-	struct conn *c = held ? NULL : u64map__get(&ct->conns, ev->conn_id);
-	if (c && c->waiting) { /* after its waiting events, which came before it */
+	if (!ev->held_cpu || batch_read(ct, cpu, gen)) {
+		struct conn *c = u64map__get(&ct->conns, ev->conn_id);
+		if (!c || !c->waiting) {
+			if (c)
+				conn_destroy(ct, c, ev->hdr.ts_ns);
+			return;
+		}
+		/* After its waiting events, which came before it. */
 		struct waiting *first = wait_of(ct, c)->head;
-		held = true, cpu = first->cpu, gen = first->gen;
-	}
-	if (!held) {
-		end_conn(ct, ev->conn_id, ev->hdr.ts_ns);
-		return;
+		cpu = first->cpu, gen = first->gen;
 	}
 	if (ct->npending == ct->cap_pending) {
 		uint32_t cap = ct->cap_pending ? 2 * ct->cap_pending : 16;
