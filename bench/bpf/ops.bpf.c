@@ -33,7 +33,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 8 << 20); /* a send's 2,000 records of 2 KiB; bpf_ops consumes them */
 } ring SEC(".maps");
 
 struct {
@@ -43,12 +43,28 @@ struct {
 	__type(value, __u8[4096]);
 } scratch SEC(".maps");
 
+/* A plain array's value: kmalloc'ed when small, vmalloc'ed past 32 KiB. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[4096]);
+} small_array SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, __u8[4096]);
+} big_array SEC(".maps");
+
 /* The whole .bss, one struct so that bpf_ops knows its layout: tgid, op and
  * iters set by bpf_ops before each measurement, the rest by the program. */
 struct {
 	__u32 tgid, op, iters, lock;
 	__u64 total_ns, total_ops, sink;
 	__u64 regs_seen[2]; /* made plain numbers by the trip through .bss */
+	__u64 failed;       /* operations that failed (a full ring): the round is void */
 } g;
 
 struct ctx {
@@ -99,14 +115,16 @@ static long one(__u64 i, void *arg)
 		break;
 	case 8: {
 		__u8 *v = bpf_map_lookup_elem(&scratch, &zero);
-		if (v)
-			bpf_ringbuf_output(&ring, v, 2048, BPF_RB_NO_WAKEUP);
+		if (!v || bpf_ringbuf_output(&ring, v, 2048, BPF_RB_NO_WAKEUP))
+			g.failed++;
 		break;
 	}
 	case 9: {
 		void *r = bpf_ringbuf_reserve(&ring, 64, 0);
 		if (r)
 			bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+		else
+			g.failed++;
 		break;
 	}
 	case 10: /* hold_lock and hold_unlock, uncontended */
@@ -126,6 +144,41 @@ static long one(__u64 i, void *arg)
 		struct pt_regs *r = bpf_rdonly_cast((void *)((__u64)t->stack + c->regs_off),
 						    bpf_core_type_id_kernel(struct pt_regs));
 		c->acc += r->si;
+		break;
+	}
+	case 14: { /* into a per-CPU array's value */
+		__u8 *v = bpf_map_lookup_elem(&scratch, &zero);
+		if (v) {
+			bpf_probe_read_user(v, 16, (void *)c->buf);
+			c->acc += v[0];
+		}
+		break;
+	}
+	case 15: { /* into a small (kmalloc'ed) array's value */
+		__u8 *v = bpf_map_lookup_elem(&small_array, &zero);
+		if (v) {
+			bpf_probe_read_user(v, 16, (void *)c->buf);
+			c->acc += v[0];
+		}
+		break;
+	}
+	case 16: { /* into a big (vmalloc'ed) array's value */
+		__u8 *v = bpf_map_lookup_elem(&big_array, &zero);
+		if (v) {
+			bpf_probe_read_user(v, 16, (void *)c->buf);
+			c->acc += v[0];
+		}
+		break;
+	}
+	case 17: { /* into ring buffer memory */
+		__u8 *r = bpf_ringbuf_reserve(&ring, 64, 0);
+		if (r) {
+			bpf_probe_read_user(r, 16, (void *)c->buf);
+			c->acc += r[0];
+			bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+		} else {
+			g.failed++;
+		}
 		break;
 	}
 	default: /* 0: the loop alone */
