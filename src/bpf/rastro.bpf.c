@@ -93,10 +93,12 @@ const volatile __u32 wakeup_bytes = 256 * 1024;          /* batch ring buffer wa
  * code otherwise: the verifier prunes it because the value is known at load
  * time. */
 const volatile __u32 selftest_reject = 0;
-/* Self-test of events sent ahead (RASTRO_SELFTEST_SEND_AHEAD=1): a thread's
+/* Self-test of events sent ahead (RASTRO_SELFTEST_SEND_AHEAD). 1: a thread's
  * move does not deliver its old CPU's events, and an event of a connection
  * another CPU holds events of does not try to deliver them: it is sent ahead
- * of them (output_after), as when that CPU's vCPU is descheduled. */
+ * of them (output_after), as when that CPU's vCPU is descheduled. 2: an event
+ * of a CPU that holds events is sent ahead of them (hold_begin), as when
+ * another CPU is delivering them and is descheduled. */
 const volatile __u32 selftest_send_ahead = 0;
 /* 1: data comes from the socket hooks (rastro_sock_send/recv), connect and
  * listen from rastro_sock_state; 0: all three from rastro_sys_exit. */
@@ -738,6 +740,10 @@ static __always_inline struct rastro_data_event *hold_begin(struct scratch *s, _
 	if (!socket_hooks || s->cpu1 > RASTRO_HOLD_CPUS)
 		return NULL;
 	int locked = hold_lock(s, s->cpu1);
+	if (selftest_send_ahead == 2 && locked == 1 && s->batch.count) {
+		hold_unlock(s);
+		locked = -1; /* as if another CPU were delivering them */
+	}
 	if (locked != 1) {
 		if (locked < 0)
 			held_batch(s, after_cpu1, after_gen);
@@ -849,7 +855,7 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 	 * agent must read before it (output_after). */
 	__u32 after_cpu1 = 0, after_gen = 0;
 	if (c && c->held_cpu != s->cpu1 && held_still(c) &&
-	    (selftest_send_ahead ||
+	    (selftest_send_ahead == 1 ||
 	     !flush_other((c->held_cpu - 1) & (RASTRO_HOLD_CPUS - 1), s->cpu1))) {
 		after_cpu1 = c->held_cpu;
 		after_gen = c->held_gen;
@@ -1191,7 +1197,7 @@ int BPF_PROG(rastro_migrate, struct task_struct *p, int dest_cpu)
 		return 0;
 	__u32 zero = 0, cpu = p->thread_info.cpu;
 	struct scratch *r = bpf_map_lookup_percpu_elem(&scratch_map, &zero, cpu);
-	if (!r || !(r->held_tids & (1ull << (p->pid & 63))) || selftest_send_ahead)
+	if (!r || !(r->held_tids & (1ull << (p->pid & 63))) || selftest_send_ahead == 1)
 		return 0;
 	/* 0: the program this one runs inside (a wakeup from its ring buffer
 	 * output) is delivering or changing them, and its thread's next event

@@ -207,9 +207,11 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	const char *reject = getenv("RASTRO_SELFTEST_REJECT");
 	cap->skel->rodata->selftest_reject = reject && !strcmp(reject, "1");
 	/* Test hook: every event that should wait for another CPU's held ones
-	 * is sent ahead of them, as when that CPU is descheduled. */
+	 * (1), or that finds its own CPU holding events (2), is sent ahead of
+	 * them, as when a CPU is descheduled while it delivers them. */
 	const char *ahead = getenv("RASTRO_SELFTEST_SEND_AHEAD");
-	cap->skel->rodata->selftest_send_ahead = ahead && !strcmp(ahead, "1");
+	cap->skel->rodata->selftest_send_ahead =
+		ahead && (!strcmp(ahead, "1") || !strcmp(ahead, "2")) ? (__u32)(ahead[0] - '0') : 0;
 	cap->skel->rodata->socket_hooks = socket_hooks;
 	cap->skel->rodata->nr_cpus = cap->ncpus;
 	bpf_program__set_autoload(cap->skel->progs.rastro_sys_exit, !socket_hooks);

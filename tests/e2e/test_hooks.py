@@ -309,6 +309,18 @@ def test_a_thread_that_moves_keeps_its_order(rastro, servers, tmp_path):
     assert metric(m, "rastro_events_unordered_total") == 0
 
 
+def check_sent_ahead(prom, n):
+    m = self_metrics(prom)
+    ahead, reordered = (metric(m, "rastro_events_sent_ahead_total"),
+                        metric(m, "rastro_events_reordered_total"))
+    print(f"sent ahead: {ahead:.0f}, held back by the agent: {reordered:.0f}")
+    assert ahead >= n / 4, "the self-test did not send events ahead"
+    assert reordered >= 1
+    assert metric(m, "rastro_events_unordered_total") == 0
+    assert metric(m, "rastro_events_lost_total", source="parser") == 0
+    assert metric(m, "rastro_events_lost_total", source="kernel") == 0
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_events_sent_ahead_are_read_after_their_batch(rastro, servers, tmp_path):
     """When a CPU's held events cannot be had (its vCPU descheduled by the
@@ -326,15 +338,35 @@ def test_events_sent_ahead_are_read_after_their_batch(rastro, servers, tmp_path)
         (f"/m/{i}", 200) for i in range(n)]
     assert len(by_service(recs, "mover", "CLIENT")) == n
     assert len(by_service(recs, "back", "SERVER")) == n
-    m = self_metrics(prom)
-    ahead, reordered = (metric(m, "rastro_events_sent_ahead_total"),
-                        metric(m, "rastro_events_reordered_total"))
-    print(f"sent ahead: {ahead:.0f}, held back by the agent: {reordered:.0f}")
-    assert ahead >= n / 4, "the self-test did not send events ahead"
-    assert reordered >= 1
-    assert metric(m, "rastro_events_unordered_total") == 0
-    assert metric(m, "rastro_events_lost_total", source="parser") == 0
-    assert metric(m, "rastro_events_lost_total", source="kernel") == 0
+    check_sent_ahead(prom, n)
+
+
+def test_events_sent_ahead_of_their_own_cpus_batch(rastro, servers, tmp_path):
+    """The other way an event goes ahead: its own CPU holds events that
+    another CPU is delivering, and that CPU is descheduled (hold_begin). The
+    event names its own CPU's batch. RASTRO_SELFTEST_SEND_AHEAD=2 sends every
+    event of a CPU that holds events ahead of them: after each delivery, the
+    first request nginx reads is held and its response goes ahead of it.
+    Every request must still be read with its response."""
+    n = 200
+    port, prom = free_port(), free_port()
+    r = rastro(instrument((port, "nginx")),
+               env={"RASTRO_PROMETHEUS_PORT": str(prom), "RASTRO_SELFTEST_SEND_AHEAD": "2"})
+    ngx = start_nginx(servers, tmp_path, port)
+    r.wait_traced(ngx.pid)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        for i in range(n):
+            s.sendall(f"GET /index.html?i={i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            recv_responses(s, 1)
+            if i % 10 == 9:
+                time.sleep(0.06)  # past a periodic delivery: the next request is held
+    r.wait_records(n)
+    recs = r.settle()
+    spans = by_service(recs, "nginx", "SERVER")
+    assert len(spans) == n
+    assert all((x["url.path"], x["http.response.status_code"]) == ("/index.html", 200)
+               for x in spans)
+    check_sent_ahead(prom, n)
 
 
 # A keep-alive client: each line on stdin names a port, to which it makes
