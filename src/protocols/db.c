@@ -85,6 +85,12 @@ bool db_framer__feed(struct db_framer *f, const struct chunk *ch, const char *bu
 	while (p < end) {
 		if (!f->in_body) {
 			uint8_t size = header_size(f->kind);
+			if (f->hdr_have >= size) {
+				/* The kind changed to a shorter header in the middle
+				 * of one (a caller that did not reset): lost. */
+				f->lost = true;
+				return false;
+			}
 			if (!f->hdr_have)
 				f->start = db__start_at(ch, p);
 			size_t take = size - f->hdr_have;

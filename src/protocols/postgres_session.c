@@ -196,7 +196,12 @@ static void on_startup(struct pg_session *s, const struct db_msg *m)
 	/* The body starts with the request code; hdr holds the length. */
 	uint32_t code = m->kept >= 4 ? db__be32(m->body) : 0;
 	if (code == PG_SSL_REQUEST_CODE || code == PG_GSSENC_REQUEST_CODE) {
-		s->be.kind = DB_FRAME_BYTE; /* 'S'/'G' (accepted) or 'N' */
+		/* The answer is one byte, 'S'/'G' (accepted) or 'N': what the
+		 * backend framer had of a message before it (a connection seen
+		 * from its middle) is dropped, or its header would outgrow the
+		 * new kind's. */
+		db_framer__reset(&s->be);
+		s->be.kind = DB_FRAME_BYTE;
 		return;
 	}
 	if (code >> 16 != 3) {
