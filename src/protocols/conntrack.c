@@ -612,17 +612,27 @@ void conntrack__on_batch(struct conntrack *ct, uint32_t cpu, uint32_t gen)
 	}
 	ct->batch_seen[cpu] = gen + 1;
 	ct->batch_cpu = NO_BATCH;
-	for (uint32_t i = ct->nwaits; i-- > 0;) /* wait_release removes entry i only */
+	/* In the order the connections began to wait: a thread's events sent
+	 * ahead on two connections are parsed in the order it made them. */
+	for (uint32_t i = 0; i < ct->nwaits;) {
+		uint32_t n = ct->nwaits;
 		if (ct->waits[i].head->cpu == cpu)
 			wait_release(ct, i, false, 0);
+		if (ct->nwaits == n) /* entry i stays (it waits on); else the next is at i */
+			i++;
+	}
 	end_pending(ct, cpu, 0);
 }
 
 void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns)
 {
-	for (uint32_t i = ct->nwaits; i-- > 0;)
+	for (uint32_t i = 0; i < ct->nwaits;) {
+		uint32_t n = ct->nwaits;
 		if (ct->waits[i].head->since_ns + WAIT_NS_MAX < now_ns)
 			wait_release(ct, i, false, now_ns);
+		if (ct->nwaits == n)
+			i++;
+	}
 	end_pending(ct, UINT32_MAX, now_ns);
 	while (ct->lru_head && ct->lru_head->last_ns + idle_ns < now_ns) {
 		log_debug("connection %llu idle for long: forgotten",

@@ -455,6 +455,25 @@ static void test_events_sent_ahead(void)
 	}
 	conntrack__free(ct);
 
+	/* Two connections wait for the same batch: they are released in the
+	 * order they began to wait (a thread's response, then its next
+	 * request's events, all after CPU 0's batch 3, which holds the request
+	 * of the first). */
+	ct = new_ct();
+	event_at(ct, 7, OUT, 20, 500, resp, 0, 3);
+	event_at(ct, 8, IN, 21, 100, req_b, 0, 3);
+	event_at(ct, 8, OUT, 22, 500, resp, UINT32_MAX, 0);
+	CHECK_INT(nrecs, 0);
+	conntrack__batch_begin(ct, 0, 3);
+	event_at(ct, 7, IN, 10, 100, req_a, UINT32_MAX, 0);
+	conntrack__on_batch(ct, 0, 3);
+	CHECK_INT(nrecs, 2);
+	if (nrecs == 2) {
+		CHECK_STR(recs[0].path, "/a");
+		CHECK_STR(recs[1].path, "/b");
+	}
+	conntrack__free(ct);
+
 	/* A new connection whose first event waits is not idle meanwhile. */
 	ct = new_ct();
 	uint64_t t = 5000000000000ull;
