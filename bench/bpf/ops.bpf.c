@@ -74,6 +74,15 @@ struct ctx {
 	__u64 regs_off; /* the syscall registers' distance from task->stack */
 };
 
+/* 16 bytes of the send's buffer into v, a map value (if found). */
+static __always_inline void read_into(__u8 *v, struct ctx *c)
+{
+	if (v) {
+		bpf_probe_read_user(v, 16, (void *)c->buf);
+		c->acc += v[0];
+	}
+}
+
 static long one(__u64 i, void *arg)
 {
 	struct ctx *c = arg;
@@ -146,30 +155,15 @@ static long one(__u64 i, void *arg)
 		c->acc += r->si;
 		break;
 	}
-	case 14: { /* into a per-CPU array's value */
-		__u8 *v = bpf_map_lookup_elem(&scratch, &zero);
-		if (v) {
-			bpf_probe_read_user(v, 16, (void *)c->buf);
-			c->acc += v[0];
-		}
+	case 14: /* into a per-CPU array's value */
+		read_into(bpf_map_lookup_elem(&scratch, &zero), c);
 		break;
-	}
-	case 15: { /* into a small (kmalloc'ed) array's value */
-		__u8 *v = bpf_map_lookup_elem(&small_array, &zero);
-		if (v) {
-			bpf_probe_read_user(v, 16, (void *)c->buf);
-			c->acc += v[0];
-		}
+	case 15: /* into a small (kmalloc'ed) array's value */
+		read_into(bpf_map_lookup_elem(&small_array, &zero), c);
 		break;
-	}
-	case 16: { /* into a big (vmalloc'ed) array's value */
-		__u8 *v = bpf_map_lookup_elem(&big_array, &zero);
-		if (v) {
-			bpf_probe_read_user(v, 16, (void *)c->buf);
-			c->acc += v[0];
-		}
+	case 16: /* into a big (vmalloc'ed) array's value */
+		read_into(bpf_map_lookup_elem(&big_array, &zero), c);
 		break;
-	}
 	case 17: { /* into ring buffer memory */
 		__u8 *r = bpf_ringbuf_reserve(&ring, 64, 0);
 		if (r) {
