@@ -100,6 +100,7 @@ struct request {
 	uint8_t parent_span_id[8];
 	uint8_t trace_flags;
 	bool has_parent;
+	bool parent_remote; /* the parent span is another process's */
 	bool sampled;
 
 	/* Correlation keys */

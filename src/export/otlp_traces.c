@@ -274,9 +274,11 @@ bool span_batch__add(struct span_batch *b, const struct request *r,
 	const char *message = semconv__error_type(r, ebuf, sizeof(ebuf));
 	bool error = message != NULL; /* semconv__is_error, without a second pass */
 	size_t message_len = message ? strlen(message) : 0;
-	/* W3C trace flags (sampled bit included); bits 8-9 (parent is remote)
-	 * are left 0, "unknown", as the traces stage does not say. */
-	uint32_t flags = r->trace_flags | (r->sampled ? 1u : 0u);
+	/* W3C trace flags (sampled bit included), and bits 8-9: whether the
+	 * parent is remote is known (8), and it is (9): another process's span,
+	 * from a traceparent header or the client end of a traced connection. */
+	uint32_t flags = r->trace_flags | (r->sampled ? 1u : 0u) | 0x100u |
+			 (r->parent_remote ? 0x200u : 0u);
 
 	size_t start = b->len;
 	if (!grow((void **)&b->spans, sizeof(*b->spans), &b->cap_spans, b->count + 1))

@@ -42,7 +42,9 @@ struct ctx {
 	bool remote_parent;      /* the parent came from a traceparent header */
 	bool server;
 	bool in_threads;         /* put in the serving-thread map, not yet taken out */
-	bool done;               /* finished: in the done list, not the live one */
+	bool done : 1;           /* finished: in the done list, not the live one */
+	bool parent_remote : 1;  /* the parent is another process's span (a traceparent
+				  * header, or a linked client end): OTLP flag bit 9 */
 	uint16_t children;       /* contexts whose parent it is, not yet freed
 				  * (UINT16_MAX: that many or more, for good) */
 	uint32_t pid, tid;
@@ -472,6 +474,7 @@ static void set_parent(struct traces *t, struct ctx *c, struct ctx *parent)
 		parent->children++;
 	c->parent_span_id = parent->span_id;
 	c->parent = parent;
+	c->parent_remote = parent->pid != c->pid;
 	memcpy(c->trace_id, root_of(t, parent)->trace_id, 16); /* fallback if it expires */
 	c->explicit_trace = false;
 }
@@ -510,6 +513,7 @@ void traces__start(struct traces *t, struct request *r)
 		c->flags = flags;
 		c->explicit_trace = true;
 		c->remote_parent = true;
+		c->parent_remote = true;
 		if (c->server)
 			t->stats.linked_header++;
 	}
@@ -640,6 +644,7 @@ void traces__finish(struct traces *t, struct request *r)
 		make_root(t, &tmp);
 		memcpy(r->trace_id, tmp.trace_id, 16);
 		r->has_parent = false;
+		r->parent_remote = false;
 		r->sampled = sample(t, &tmp, r->trace_id);
 		r->trace_flags = r->sampled ? 1 : 0;
 		if (!r->sampled)
@@ -649,6 +654,7 @@ void traces__finish(struct traces *t, struct request *r)
 	struct ctx *root = root_of(t, c);
 	memcpy(r->trace_id, root->trace_id, 16);
 	r->has_parent = c->parent_span_id != 0;
+	r->parent_remote = r->has_parent && c->parent_remote;
 	memcpy(r->parent_span_id, &c->parent_span_id, 8);
 	r->sampled = sample(t, root, r->trace_id);
 	r->trace_flags = r->sampled ? 1 : 0;

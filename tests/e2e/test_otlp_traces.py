@@ -189,6 +189,8 @@ def test_traceparent_ids_and_batching(rastro, perl_app, otlp_receiver):
     assert first["traceId"] == "0af7651916cd43dd8448eb211c80319c" == recs[0]["trace_id"]
     assert first["parentSpanId"] == "b7ad6b7169203331" == recs[0]["parent_span_id"]
     assert first["traceState"] == "congo=t61rcWkgMzE"
+    assert first["flags"] == 0x301  # sampled; its parent (the header's) is remote
+    assert {s["flags"] for s in spans if s is not first} == {0x101}  # roots
     for rec in recs:
         check_span_matches_record(next(s for s in spans if s["spanId"] == rec["span_id"]), rec)
     sizes = sorted(len(q["request"]["resourceSpans"][0]["scopeSpans"][0]["spans"])

@@ -92,6 +92,9 @@ def test_three_services_one_trace(rastro, servers, tmp_path, otlp_receiver):
     assert [(s["_resource"]["service.name"], s["kind"], s["name"]) for s in otlp_chain] == want
     assert {s["traceId"] for s in otlp_chain} == {front_srv["trace_id"]}
     assert "parentSpanId" not in otlp_chain[0]
+    # Span flags: sampled (bit 0); bit 8, whether the parent is remote is
+    # known; bit 9, it is: each server's parent is another process's client.
+    assert [s["flags"] for s in otlp_chain] == [0x101, 0x101, 0x301, 0x101, 0x301]
     for parent, child in zip(otlp_chain, otlp_chain[1:]):
         assert child["parentSpanId"] == parent["spanId"]
         assert int(child["startTimeUnixNano"]) >= int(parent["startTimeUnixNano"])

@@ -290,6 +290,7 @@ static void make_server(struct request *r, const char *path)
 		r->parent_span_id[i] = (uint8_t)(0xe0 + i);
 	}
 	r->has_parent = true;
+	r->parent_remote = true; /* a traceparent header's, or a client end's */
 	r->sampled = true;
 	r->trace_flags = 1;
 }
@@ -340,7 +341,8 @@ static void check_span(const Span *s, const struct request *r, const struct rast
 	CHECK_INT(s->kind, semconv__span_kind(r));
 	CHECK_INT(s->start_time_unix_nano, (int64_t)r->start_ns + offset);
 	CHECK_INT(s->end_time_unix_nano, (int64_t)r->end_ns + offset);
-	CHECK_INT(s->flags, r->trace_flags | 1);
+	/* Bit 8: whether the parent is remote is known; bit 9: it is. */
+	CHECK_INT(s->flags, r->trace_flags | 1 | 0x100 | (r->parent_remote ? 0x200 : 0));
 	CHECK_INT(s->dropped_attributes_count, 0);
 	CHECK_INT(s->n_events, 0);
 	CHECK_INT(s->n_links, 0);

@@ -120,6 +120,7 @@ static void test_recycled_contexts(void)
 	/* The child still names srv as its parent and keeps srv's trace (its
 	 * copy), not the trace of the request that recycled srv's context. */
 	CHECK(child.has_parent);
+	CHECK(!child.parent_remote); /* the same process's span */
 	CHECK(!memcmp(child.parent_span_id, srv.span_id, 8));
 	CHECK(memcmp(child.trace_id, last.trace_id, 16));
 	/* srv itself was evicted: a root of its own, not last's trace. */
@@ -168,6 +169,8 @@ static void test_finished_contexts_freed(void)
 	start(t, &srv, REQ_HTTP_SERVER, 1, ts + 50 * ms);
 	traces__finish(t, &srv);
 	CHECK(srv.has_parent && !memcmp(srv.parent_span_id, cli.span_id, 8));
+	CHECK(srv.parent_remote); /* another process's client end */
+	CHECK(!cli.parent_remote);
 	CHECK(!memcmp(srv.trace_id, cli.trace_id, 16));
 	traces__stats(t, &st);
 	CHECK_INT(st.linked_remote, 1);
