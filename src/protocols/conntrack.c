@@ -225,7 +225,7 @@ static void lru_append(struct conntrack *ct, struct conn *c)
 	ct->lru_tail = c;
 }
 
-static void wait_release(struct conntrack *ct, uint32_t i, bool force, uint64_t now_ns);
+static bool wait_release(struct conntrack *ct, uint32_t i, bool force, uint64_t now_ns);
 
 static void conn_destroy(struct conntrack *ct, struct conn *c, uint64_t ts)
 {
@@ -428,8 +428,9 @@ static size_t waiting_size(const struct waiting *e)
  * the one before it). force: all of them; now_ns: also those waiting since
  * more than WAIT_NS_MAX before it. An event parsed before its batch is
  * counted unordered: that batch was lost (counted where it was) or is
- * later still, and the parser reads a gap. */
-static void wait_release(struct conntrack *ct, uint32_t i, bool force, uint64_t now_ns)
+ * later still, and the parser reads a gap. true when none waits any more:
+ * the entry is removed, and the next one is now entry i. */
+static bool wait_release(struct conntrack *ct, uint32_t i, bool force, uint64_t now_ns)
 {
 	struct conn *c = ct->waits[i].conn;
 	struct waiting *e;
@@ -448,10 +449,11 @@ static void wait_release(struct conntrack *ct, uint32_t i, bool force, uint64_t 
 		free(e);
 	}
 	if (ct->waits[i].head)
-		return;
+		return false;
 	c->waiting = false;
 	memmove(&ct->waits[i], &ct->waits[i + 1], (ct->nwaits - i - 1) * sizeof(ct->waits[0]));
 	ct->nwaits--;
+	return true;
 }
 
 /* Queues an event of c (which has waiting events when w is not NULL) to be
@@ -614,25 +616,18 @@ void conntrack__on_batch(struct conntrack *ct, uint32_t cpu, uint32_t gen)
 	ct->batch_cpu = NO_BATCH;
 	/* In the order the connections began to wait: a thread's events sent
 	 * ahead on two connections are parsed in the order it made them. */
-	for (uint32_t i = 0; i < ct->nwaits;) {
-		uint32_t n = ct->nwaits;
-		if (ct->waits[i].head->cpu == cpu)
-			wait_release(ct, i, false, 0);
-		if (ct->nwaits == n) /* entry i stays (it waits on); else the next is at i */
-			i++;
-	}
+	for (uint32_t i = 0; i < ct->nwaits;)
+		if (!(ct->waits[i].head->cpu == cpu && wait_release(ct, i, false, 0)))
+			i++; /* it waits on; a released one's successor moved to i */
 	end_pending(ct, cpu, 0);
 }
 
 void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns)
 {
-	for (uint32_t i = 0; i < ct->nwaits;) {
-		uint32_t n = ct->nwaits;
-		if (ct->waits[i].head->since_ns + WAIT_NS_MAX < now_ns)
-			wait_release(ct, i, false, now_ns);
-		if (ct->nwaits == n)
+	for (uint32_t i = 0; i < ct->nwaits;)
+		if (!(ct->waits[i].head->since_ns + WAIT_NS_MAX < now_ns &&
+		      wait_release(ct, i, false, now_ns)))
 			i++;
-	}
 	end_pending(ct, UINT32_MAX, now_ns);
 	while (ct->lru_head && ct->lru_head->last_ns + idle_ns < now_ns) {
 		log_debug("connection %llu idle for long: forgotten",

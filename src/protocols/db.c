@@ -87,7 +87,8 @@ bool db_framer__feed(struct db_framer *f, const struct chunk *ch, const char *bu
 			uint8_t size = header_size(f->kind);
 			if (f->hdr_have >= size) {
 				/* The kind changed to a shorter header in the middle
-				 * of one (a caller that did not reset): lost. */
+				 * of one (not by db_framer__restart): lost, not
+				 * overrun. */
 				f->lost = true;
 				return false;
 			}
@@ -156,6 +157,12 @@ void db_framer__reset(struct db_framer *f)
 	f->hdr_have = 0;
 	f->buf_len = 0;
 	f->lost = false;
+}
+
+void db_framer__restart(struct db_framer *f, enum db_frame_kind kind)
+{
+	db_framer__reset(f);
+	f->kind = kind;
 }
 
 void db_framer__free(struct db_framer *f)

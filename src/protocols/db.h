@@ -82,6 +82,10 @@ bool db_framer__skip(struct db_framer *f, const struct chunk *ch, uint64_t n, db
 		     void *ctx);
 /* Forgets the message in progress: the next byte starts a new one. */
 void db_framer__reset(struct db_framer *f);
+/* The same, and the next bytes are framed as kind: the way to change a
+ * framer's kind outside its own callback (a partial header of the old kind
+ * must not meet the new kind's size). */
+void db_framer__restart(struct db_framer *f, enum db_frame_kind kind);
 void db_framer__free(struct db_framer *f);
 
 /* ---- queue of operations awaiting a reply (a growable ring) */

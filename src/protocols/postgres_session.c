@@ -196,12 +196,10 @@ static void on_startup(struct pg_session *s, const struct db_msg *m)
 	/* The body starts with the request code; hdr holds the length. */
 	uint32_t code = m->kept >= 4 ? db__be32(m->body) : 0;
 	if (code == PG_SSL_REQUEST_CODE || code == PG_GSSENC_REQUEST_CODE) {
-		/* The answer is one byte, 'S'/'G' (accepted) or 'N': what the
+		/* The answer is one byte, 'S'/'G' (accepted) or 'N'; what the
 		 * backend framer had of a message before it (a connection seen
-		 * from its middle) is dropped, or its header would outgrow the
-		 * new kind's. */
-		db_framer__reset(&s->be);
-		s->be.kind = DB_FRAME_BYTE;
+		 * from its middle) is dropped. */
+		db_framer__restart(&s->be, DB_FRAME_BYTE);
 		return;
 	}
 	if (code >> 16 != 3) {
@@ -495,8 +493,7 @@ static void pg_data(void *state, struct conn *c, const struct chunk *ch)
 			return;
 		/* Resume at this request; earlier ones cannot be paired any more. */
 		ops_abandon(s, CONN_PARSE_ERRORS);
-		db_framer__reset(&s->fe);
-		s->fe.kind = DB_FRAME_PG_TYPED;
+		db_framer__restart(&s->fe, DB_FRAME_PG_TYPED);
 		s->fe_lost = false;
 		s->op_start_set = s->batch_parsed = s->batch_executed = false;
 		s->be_lost = true; /* the reply resumes after this turn */
@@ -504,8 +501,7 @@ static void pg_data(void *state, struct conn *c, const struct chunk *ch)
 	}
 	if (!fe && s->be_lost) {
 		if (turn && !ch->gap && !s->fe_lost) {
-			db_framer__reset(&s->be); /* a new reply starts with this read */
-			s->be.kind = DB_FRAME_PG_TYPED;
+			db_framer__restart(&s->be, DB_FRAME_PG_TYPED); /* a new reply starts here */
 			s->be_lost = false;
 		} else {
 			s->be_last_ts = ch->ts;

@@ -43,8 +43,7 @@ struct ctx {
 	bool server;
 	bool in_threads;         /* put in the serving-thread map, not yet taken out */
 	bool done : 1;           /* finished: in the done list, not the live one */
-	bool parent_remote : 1;  /* the parent is another process's span (a traceparent
-				  * header, or a linked client end): OTLP flag bit 9 */
+	bool parent_elsewhere : 1; /* set_parent gave it another process's span */
 	uint16_t children;       /* contexts whose parent it is, not yet freed
 				  * (UINT16_MAX: that many or more, for good) */
 	uint32_t pid, tid;
@@ -474,7 +473,7 @@ static void set_parent(struct traces *t, struct ctx *c, struct ctx *parent)
 		parent->children++;
 	c->parent_span_id = parent->span_id;
 	c->parent = parent;
-	c->parent_remote = parent->pid != c->pid;
+	c->parent_elsewhere = parent->pid != c->pid;
 	memcpy(c->trace_id, root_of(t, parent)->trace_id, 16); /* fallback if it expires */
 	c->explicit_trace = false;
 }
@@ -513,7 +512,6 @@ void traces__start(struct traces *t, struct request *r)
 		c->flags = flags;
 		c->explicit_trace = true;
 		c->remote_parent = true;
-		c->parent_remote = true;
 		if (c->server)
 			t->stats.linked_header++;
 	}
@@ -654,7 +652,8 @@ void traces__finish(struct traces *t, struct request *r)
 	struct ctx *root = root_of(t, c);
 	memcpy(r->trace_id, root->trace_id, 16);
 	r->has_parent = c->parent_span_id != 0;
-	r->parent_remote = r->has_parent && c->parent_remote;
+	/* OTLP flag bit 9: a traceparent header's, or a linked client end's. */
+	r->parent_remote = r->has_parent && (c->remote_parent || c->parent_elsewhere);
 	memcpy(r->parent_span_id, &c->parent_span_id, 8);
 	r->sampled = sample(t, root, r->trace_id);
 	r->trace_flags = r->sampled ? 1 : 0;
