@@ -81,12 +81,7 @@ def one_order(first, second, args):
                   f"second/first {out[1][-1] / out[0][-1]:.3f}", flush=True)
         return out
     finally:
-        for p in reversed(B.STARTED):
-            try:
-                p.stop()
-            except Exception as e:  # keep stopping the others
-                print(f"ab: stopping {p}: {e}", file=sys.stderr)
-        B.STARTED.clear()
+        B.stop_started()
 
 
 def main():

@@ -143,11 +143,7 @@ def main():
                 B.log(f"{name} round {i + 1}: {sum(p['ns_per_req'] for p in res.values()):.0f} "
                       f"ns per request")
     finally:
-        for p in B.STARTED[::-1]:
-            try:
-                p.stop()
-            except Exception as e:  # noqa: BLE001 - clean up what can be
-                B.log(f"stop: {e}")
+        B.stop_started()
         shutil.rmtree(tmp, ignore_errors=True)
 
     unit = "query" if a.workload == "pgbench" else "request"

@@ -51,6 +51,17 @@ for _v in ("17", "16", "15", "14", "13"):
 STARTED = []  # processes to stop on exit
 
 
+def stop_started():
+    """Stops every process the bench started, the last first (also after a
+    failure: a leftover rastro would skew later measurements)."""
+    for p in reversed(STARTED):
+        try:
+            p.stop()
+        except Exception as e:  # keep stopping the others
+            log(f"stopping {p}: {e}")
+    STARTED.clear()
+
+
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -1104,11 +1115,7 @@ def main():
                           f"/metrics scrape of all series: {c['rss_after_scrape_mb']:.1f} MB")
             rows.append(c)
     finally:
-        for p in reversed(STARTED):
-            try:
-                p.stop()
-            except Exception as e:  # keep stopping the others
-                log(f"stopping {p}: {e}")
+        stop_started()
         subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
     floor = meta.get("bpf_stats_floor_ns")

@@ -134,8 +134,7 @@ def main():
                 runs[w].append(run(tmp, ngx, worker, sink, w, a.seconds,
                                    Path(tmp) / f"perf-{i}-{int(w)}.data"))
     finally:
-        ngx.stop()
-        sink.stop()
+        B.stop_started()  # nginx, the sink, and a rastro a failed run left
     wo, wi = runs[False], runs[True]
 
     def per_req(rs, sym):
