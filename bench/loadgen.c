@@ -142,6 +142,7 @@ int main(int argc, char **argv)
 	long long sent = 0, completed = 0, errors = 0;
 	double interval = rate > 0 ? 1e9 / rate : 0;
 	int rr = 0;
+	uint64_t give_up = 0;
 
 	for (;;) {
 		uint64_t now = now_ns();
@@ -177,8 +178,11 @@ int main(int argc, char **argv)
 			inflight += conns[k].count;
 		if (!more && !inflight)
 			break;
-		if (!more && now > deadline + 5000000000ull)
-			break; /* give up on answers after 5 s */
+		/* Give up on answers 5 s after the last request went out. */
+		if (!more && !give_up)
+			give_up = now + 5000000000ull;
+		if (give_up && now > give_up)
+			break;
 		int timeout = 1;
 		struct epoll_event evs[64];
 		int n = epoll_wait(ep, evs, 64, interval ? 0 : timeout);
