@@ -2,10 +2,11 @@
 """Side by side: two rastro builds trace the same nginx at the same time.
 
     bench/run.sh --ab OLD_BINARY NEW_BINARY [--rounds 5] [--rate 20000]
-                      [--requests 300000] [--kernel]
+                      [--requests 300000] [--kernel] [--close]
 
 Both rastros instrument one nginx (one worker) and see the same requests;
-each round, bench/loadgen sends `requests` at `rate`, and each rastro's CPU
+each round, bench/loadgen sends `requests` at `rate` (with --close, each
+on a connection of its own: Connection: close), and each rastro's CPU
 time comes from /proc/PID/schedstat (nanoseconds, where /proc/PID/stat counts
 10 ms ticks) until it reported them all. Two builds measured in the same
 windows share the host's noise, which on a shared VM moves a figure by 10 to
@@ -63,7 +64,8 @@ def one_order(first, second, args):
             t0 = [run_ns(r.pid) for r in rs]
             w0 = [wakeups(r.pid) for r in rs]
             k0 = [r.bpf_progs() for r in rs]
-            lg = B.loadgen(ngx.port, args.rate, args.requests)
+            lg = B.loadgen(ngx.port, args.rate, args.requests, conns=64 if args.close else 16,
+                           close=args.close)
             k1 = [r.bpf_progs() for r in rs]
             got = [B.settle_records(r, lg["completed"], b, quiet=1.0) for r, b in zip(rs, base)]
             t1 = [run_ns(r.pid) for r in rs]
@@ -93,12 +95,15 @@ def main():
     ap.add_argument("--requests", type=int, default=300000)
     ap.add_argument("--kernel", action="store_true",
                     help="compare the programs' run_time_ns (bpf_stats on) instead")
+    ap.add_argument("--close", action="store_true",
+                    help="a connection per request (Connection: close)")
     args = ap.parse_args()
     for b in (args.old, args.new):
         if not os.access(b, os.X_OK):
             sys.exit(f"ab: {b}: not an executable")
     print(f"ab: OLD {args.old}\nab: NEW {args.new}\n"
-          f"ab: nginx, {args.requests} requests at {args.rate}/s per round, "
+          f"ab: nginx, {args.requests} requests at {args.rate}/s per round"
+          f"{', a connection each' if args.close else ''}, "
           f"{args.rounds} rounds per order", flush=True)
     what = "in-kernel (bpf_stats)" if args.kernel else "rastro CPU"
     stats = B.BpfStats() if args.kernel else contextlib.nullcontext()

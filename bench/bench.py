@@ -411,10 +411,12 @@ def bpf_floor(rounds=200000):
 
 # ---------------------------------------------------------------- load
 
-def loadgen(port, rate, requests, conns=16, path="/index.html", seconds=None):
+def loadgen(port, rate, requests, conns=16, path="/index.html", seconds=None, close=False):
+    """close: a connection per request (Connection: close), at most conns open."""
     cmd = [str(TOOLS / "loadgen"), "--port", str(port), "--rate", str(rate),
            "--connections", str(conns), "--path", path]
     cmd += ["--seconds", str(seconds)] if seconds else ["--requests", str(requests)]
+    cmd += ["--close"] if close else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -476,9 +478,19 @@ def settle_spans(sink, records, base_spans, timeout=30.0):
     return sink.spans() - base_spans
 
 
+def run_load(ngx, load, requests):
+    """load: ("rate", R), ("close", R): a connection per request, or
+    ("wrk", seconds, conns)."""
+    if load[0] == "wrk":
+        return wrk(ngx.port, load[1], load[2])
+    if load[0] == "close":
+        return loadgen(ngx.port, load[1], requests, conns=64, close=True)
+    return loadgen(ngx.port, load[1], requests)
+
+
 def measure_nginx(tmp, ngx, sink, with_rastro, load, requests):
     """One run: requests at a fixed rate (or wrk for some seconds). Returns
-    the per-request costs. load: ("rate", R) or ("wrk", seconds, conns)."""
+    the per-request costs. load: as run_load takes it."""
     r = None
     res = {"with": with_rastro}
     if with_rastro:
@@ -489,10 +501,7 @@ def measure_nginx(tmp, ngx, sink, with_rastro, load, requests):
         base_req, base_spans = r.requests(), sink.spans()
         r_cpu0 = cpu_s([r.pid])
     n_cpu0 = cpu_s(ngx.pids())
-    if load[0] == "rate":
-        lg = loadgen(ngx.port, load[1], requests)
-    else:
-        lg = wrk(ngx.port, load[1], load[2])
+    lg = run_load(ngx, load, requests)
     n_cpu = cpu_s(ngx.pids()) - n_cpu0
     res.update(sent=lg["sent"], completed=lg["completed"], rate=lg["rate"], p99_ms=lg["p99_ms"],
                server_us=n_cpu / max(lg["completed"], 1) * 1e6)
@@ -519,9 +528,7 @@ def kernel_run(tmp, ngx, sink, load, requests):
     http_get(ngx.port, "/index.html")
     wait_for(lambda: r.requests() >= 1, 10)
     def run():
-        lg = loadgen(ngx.port, load[1], requests) if load[0] == "rate" else \
-            wrk(ngx.port, load[1], load[2])
-        return lg["completed"]
+        return run_load(ngx, load, requests)["completed"]
     try:
         return kernel_cost(r, run)
     finally:
@@ -1014,7 +1021,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pairs", type=int, default=5, help="alternating without/with pairs")
     ap.add_argument("--quick", action="store_true", help="fewer requests and pairs (a smoke run)")
-    ap.add_argument("--only", default="", help="rows: 5k,20k,50k,sat,startup,idle,untraced,events,"
+    ap.add_argument("--only", default="", help="rows: 5k,20k,50k,close5k,sat,startup,idle,untraced,events,"
                     "pgbench,perl,conns (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     ap.add_argument("--json", help="write the raw results here")
@@ -1046,7 +1053,7 @@ def main():
     meta["env"] = a.env
     loads = []
     rows = []
-    if any(want(x) for x in ("5k", "20k", "50k", "sat", "untraced", "events", "pgbench",
+    if any(want(x) for x in ("5k", "20k", "50k", "close5k", "sat", "untraced", "events", "pgbench",
                              "perl")):
         meta["bpf_stats_floor_ns"] = bpf_floor()
         log(f"bpf_stats floor: {meta['bpf_stats_floor_ns']} ns per run of a program that "
@@ -1056,7 +1063,7 @@ def main():
     try:
         sink = Sink()
         ngx = Nginx(tmp, a.workers)
-        if any(want(x) for x in ("5k", "20k", "50k", "sat")):
+        if any(want(x) for x in ("5k", "20k", "50k", "close5k", "sat")):
             sat = saturation_rate(ngx)
             log(f"nginx saturation here (wrk, {a.workers} worker): {sat:.0f} req/s")
             meta["saturation"] = sat
@@ -1077,6 +1084,10 @@ def main():
                                 ("rate", rate), n, pairs)
                 row["notes"] = note
                 rows.append(row)
+            if want("close5k"):
+                rows.append(nginx_row(tmp, ngx, sink, f"nginx {a.workers}w, a connection per "
+                                      "request (Connection: close), fixed rate 5k",
+                                      ("close", 5000), int(5000 * secs * scale), pairs))
             if want("sat"):
                 row = nginx_row(tmp, ngx, sink, f"nginx {a.workers}w, saturation (wrk -c32)",
                                 ("wrk", 2 if a.quick else 5, 32), 0, pairs)

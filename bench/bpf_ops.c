@@ -38,6 +38,9 @@ static const char *const names[] = {
 	"bpf_probe_read_user, 16 bytes, into a 4 KiB array (kmalloc)",
 	"bpf_probe_read_user, 16 bytes, into a 64 KiB array (vmalloc)",
 	"ringbuf reserve + bpf_probe_read_user 16 bytes + discard",
+	"bpf_sk_storage_get with create + bpf_sk_storage_delete",
+	"hash map update + delete, 8-byte key (prealloc)",
+	"hash map update + delete, 8-byte key (BPF_F_NO_PREALLOC)",
 };
 #define NOPS (sizeof(names) / sizeof(names[0]))
 

@@ -3,9 +3,13 @@
  * a fixed rate over keep-alive connections (or as fast as possible with
  * --rate 0), counts complete responses and measures latency from the
  * scheduled send time (no coordinated omission). Prints one JSON line.
+ * --close: every request on a connection of its own ("Connection: close",
+ * as old clients and CGI-era services do); the server closes it after its
+ * response, the load generator closes its side then; --connections bounds
+ * how many are open at once.
  *
  *   loadgen --port P [--host 127.0.0.1] [--path /] [--rate R] [--requests N]
- *           [--connections C] [--seconds S]
+ *           [--connections C] [--seconds S] [--close]
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -101,10 +105,11 @@ int main(int argc, char **argv)
 	int port = 0, nconn = 8;
 	double rate = 0, seconds = 0;
 	long long total = 0;
+	bool close_each = false;
 	static const struct option opts[] = {
 		{"host", 1, 0, 'h'}, {"port", 1, 0, 'p'},     {"path", 1, 0, 'P'},
 		{"rate", 1, 0, 'r'}, {"requests", 1, 0, 'n'}, {"connections", 1, 0, 'c'},
-		{"seconds", 1, 0, 's'}, {0, 0, 0, 0},
+		{"seconds", 1, 0, 's'}, {"close", 0, 0, 'x'}, {0, 0, 0, 0},
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -116,23 +121,26 @@ int main(int argc, char **argv)
 		case 'n': total = atoll(optarg); break;
 		case 'c': nconn = atoi(optarg); break;
 		case 's': seconds = atof(optarg); break;
+		case 'x': close_each = true; break;
 		default: return 2;
 		}
 	}
 	if (!port || nconn < 1 || nconn > MAX_CONN || (!total && !seconds)) {
 		fprintf(stderr, "usage: loadgen --port P [--rate R] (--requests N | --seconds S) "
-				"[--connections C] [--path /] [--host 127.0.0.1]\n");
+				"[--connections C] [--path /] [--host 127.0.0.1] [--close]\n");
 		return 2;
 	}
 	char req[512];
-	int reqlen = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host);
+	int reqlen = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", path, host,
+			      close_each ? "Connection: close\r\n" : "");
 
 	static struct conn conns[MAX_CONN];
 	int ep = epoll_create1(0);
 	for (int i = 0; i < nconn; i++) {
-		conns[i].fd = connect_to(host, port);
+		conns[i].fd = close_each ? -1 : connect_to(host, port);
 		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-		epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
+		if (!close_each)
+			epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
 	}
 	uint64_t cap = total ? (uint64_t)total : (uint64_t)(rate > 0 ? rate * seconds * 1.2 : 5e7);
 	if (cap > 50000000)
@@ -156,7 +164,8 @@ int main(int argc, char **argv)
 			struct conn *c = NULL;
 			for (int k = 0; k < nconn; k++) {
 				struct conn *cand = &conns[(rr + k) % nconn];
-				if (cand->count < (interval ? MAX_INFLIGHT : 1)) {
+				if (close_each ? cand->fd < 0
+					       : cand->count < (interval ? MAX_INFLIGHT : 1)) {
 					c = cand;
 					rr = (rr + k + 1) % nconn;
 					break;
@@ -164,6 +173,13 @@ int main(int argc, char **argv)
 			}
 			if (!c)
 				break;
+			if (close_each) {
+				c->fd = connect_to(host, port);
+				c->len = 0;
+				struct epoll_event ev = {.events = EPOLLIN,
+							 .data.u32 = (uint32_t)(c - conns)};
+				epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+			}
 			if (write(c->fd, req, (size_t)reqlen) != reqlen) {
 				errors++;
 				break;
@@ -198,6 +214,14 @@ int main(int argc, char **argv)
 			if (r <= 0) {
 				if (r < 0 && errno == EAGAIN)
 					continue;
+				if (close_each) { /* the server's close after its response */
+					if (c->count)
+						errors++;
+					close(c->fd);
+					c->fd = -1;
+					c->count = 0;
+					continue;
+				}
 				errors++;
 				close(c->fd);
 				epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);

@@ -31,6 +31,23 @@ struct {
 	__type(value, struct conn);
 } store SEC(".maps");
 
+/* Entries allocated when made (op 20). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn);
+} hash_noprealloc SEC(".maps");
+
+/* Created and deleted in a loop (op 18): a connection's begin and end. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct conn);
+} churn_store SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20); /* a send's 2,000 records of 2 KiB; bpf_ops consumes them */
@@ -173,6 +190,32 @@ static long one(__u64 i, void *arg)
 		} else {
 			g.failed++;
 		}
+		break;
+	}
+	case 18: { /* a connection's socket storage made and freed */
+		struct conn v = {};
+		if (bpf_sk_storage_get(&churn_store, c->sk, &v, BPF_SK_STORAGE_GET_F_CREATE))
+			c->acc += bpf_sk_storage_delete(&churn_store, c->sk) ? 0 : 1;
+		else
+			g.failed++;
+		break;
+	}
+	case 19: { /* a connection's hash map entry made and freed */
+		struct conn v = {};
+		__u64 k = key + 1; /* not the send's own entry */
+		if (!bpf_map_update_elem(&hash, &k, &v, BPF_NOEXIST))
+			c->acc += bpf_map_delete_elem(&hash, &k) ? 0 : 1;
+		else
+			g.failed++;
+		break;
+	}
+	case 20: { /* the same in a hash map that allocates its entries */
+		struct conn v = {};
+		__u64 k = key + 1;
+		if (!bpf_map_update_elem(&hash_noprealloc, &k, &v, BPF_NOEXIST))
+			c->acc += bpf_map_delete_elem(&hash_noprealloc, &k) ? 0 : 1;
+		else
+			g.failed++;
 		break;
 	}
 	default: /* 0: the loop alone */
