@@ -146,22 +146,25 @@ struct {
 	__type(value, struct rastro_traced);
 } traced SEC(".maps");
 
-/* Connection state, with the sys_exit fallback: found by the socket's
- * address. That program finds sockets through the file table, pointers the
- * socket-storage helpers do not take. */
+/* Connection state in a hash map keyed by the socket's address: with the
+ * sys_exit fallback, every connection's (that program finds sockets through
+ * the file table, pointers the socket-storage helpers do not take); with the
+ * socket hooks, a young connection's (conn_settle). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536); /* resized by the agent (1 with the socket hooks) */
+	__uint(max_entries, 65536); /* resized by the agent */
 	__type(key, __u64);         /* struct sock * */
 	__type(value, struct rastro_conn);
 } conns SEC(".maps");
 
-/* Connection state, with the socket hooks: kept in the socket itself
- * (socket local storage), found without hashing (a few loads where the hash
- * map's lookup costs about 20 ns more), freed with the socket if the close
- * hook missed it; at most max_connections entries (the hash map's size is
- * the fallback's bound). conn_count: the entries of either, read by the
- * agent (the mmap'ed .bss). */
+/* Connection state, with the socket hooks, once a connection carries a
+ * second request: kept in the socket itself (socket local storage), found
+ * without hashing (a few loads where the hash map's lookup costs about 20
+ * ns more), freed with the socket if the close hook missed it. Making and
+ * freeing an entry costs about three times the hash map's (bench/bpf_ops),
+ * which a connection that carries one request (Connection: close, a client
+ * that connects per query) would pay in full. conn_count: the entries of
+ * both maps, at most max_connections, read by the agent (the mmap'ed .bss). */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -332,32 +335,42 @@ static __always_inline bool conn_is_sk(const struct rastro_conn *c, struct sock 
 	       (!c->tuple.local_port || c->tuple.local_port == sk->__sk_common.skc_num);
 }
 
-/* sk's connection state, or NULL; in the hash map, also an earlier
- * socket's entry at the same address unless exact (the close hook takes and
- * frees it). Which store is decided at load time (socket_hooks, read-only
- * data): the verifier does not follow the other branch, so the fallback's
- * untrusted socket pointers never reach the storage helper. */
+/* sk's connection state, or NULL: in the socket's storage (socket hooks),
+ * else in the hash map, where an earlier socket's entry at the same address
+ * is taken only unless exact (the close hook takes and frees it). Which
+ * stores is decided at load time (socket_hooks, read-only data): the
+ * verifier does not follow the other branch, so the fallback's untrusted
+ * socket pointers never reach the storage helper. */
 static __always_inline struct rastro_conn *conn_find(struct sock *sk, bool exact)
 {
-	if (socket_hooks)
-		return bpf_sk_storage_get(&conn_store, sk, 0, 0);
+	if (socket_hooks) {
+		struct rastro_conn *c = bpf_sk_storage_get(&conn_store, sk, 0, 0);
+		if (c)
+			return c;
+	}
 	__u64 key = (__u64)sk;
 	struct rastro_conn *c = bpf_map_lookup_elem(&conns, &key);
 	return c && (!exact || conn_is_sk(c, sk)) ? c : NULL;
 }
 
-/* Creates sk's entry in the socket storage from nc, within max_connections;
- * a program on another CPU may have made it first: that one is used. */
-static __always_inline struct rastro_conn *conn_store_new(struct sock *sk, struct rastro_conn *nc)
+/* Makes sk's entry in the hash map from nc, within max_connections (how:
+ * BPF_ANY replaces an earlier socket's entry at the same address, which was
+ * counted). */
+static __always_inline struct rastro_conn *conn_hash_new(struct sock *sk, struct rastro_conn *nc,
+							 __u64 how)
 {
-	if (__sync_fetch_and_add(&conn_count, 1) < max_connections) {
-		struct rastro_conn *c =
-			bpf_sk_storage_get(&conn_store, sk, nc, BPF_SK_STORAGE_GET_F_CREATE);
-		if (c && c->conn_id == nc->conn_id)
-			return c;
+	__u64 key = (__u64)sk;
+	if (how == BPF_NOEXIST && __sync_fetch_and_add(&conn_count, 1) >= max_connections) {
+		__sync_fetch_and_add(&conn_count, -1);
+		return NULL;
 	}
-	__sync_fetch_and_add(&conn_count, -1);
-	return bpf_sk_storage_get(&conn_store, sk, 0, 0);
+	if (bpf_map_update_elem(&conns, &key, nc, how)) {
+		if (how == BPF_NOEXIST)
+			__sync_fetch_and_add(&conn_count, -1);
+		/* Made first by a program on another CPU: that one is used. */
+		return conn_find(sk, true);
+	}
+	return bpf_map_lookup_elem(&conns, &key);
 }
 
 /* Connection state for sk, created on first sight with role and the
@@ -368,10 +381,9 @@ static __always_inline struct rastro_conn *conn_store_new(struct sock *sk, struc
 static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid, __u32 service_id,
 						    __u8 role, bool certain)
 {
-	__u64 key = (__u64)sk;
 	__u64 how = BPF_NOEXIST;
 	struct rastro_conn *c = conn_find(sk, false);
-	if (c && !socket_hooks && !conn_is_sk(c, sk)) {
+	if (c && c->young && !conn_is_sk(c, sk)) {
 		c = NULL;
 		how = BPF_ANY; /* an earlier socket's entry, replaced */
 	}
@@ -385,25 +397,47 @@ static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid,
 	nc.tgid = tgid;
 	nc.service_id = service_id;
 	nc.role = role;
+	nc.young = 1;
 	read_tuple(sk, &nc.tuple);
-	if (socket_hooks) {
-		c = conn_store_new(sk, &nc);
-	} else if (!bpf_map_update_elem(&conns, &key, &nc, how)) {
-		if (how == BPF_NOEXIST) /* a replaced entry was counted */
-			__sync_fetch_and_add(&conn_count, 1);
-		c = bpf_map_lookup_elem(&conns, &key);
-	}
+	c = conn_hash_new(sk, &nc, how);
 	if (!c)
 		stat_inc(RASTRO_LOSS_CONN_MAP_FULL);
 	return c;
 }
 
+/* A young connection's data event (socket hooks): when its data turns
+ * direction a second time, it carries a second request (or a second
+ * response: the client's side), and its entry moves to the socket's storage,
+ * where a long-lived connection is found cheapest. Returns the entry to use
+ * from here on (c if it stays). */
+static __always_inline struct rastro_conn *conn_settle(struct sock *sk, struct rastro_conn *c,
+						       __u8 direction)
+{
+	if (!socket_hooks || !c->young)
+		return c;
+	if (c->last_dir && c->last_dir != direction + 1)
+		c->turns++;
+	c->last_dir = direction + 1;
+	if (c->turns < 2)
+		return c;
+	struct rastro_conn nc = *c;
+	nc.young = 0;
+	struct rastro_conn *n =
+		bpf_sk_storage_get(&conn_store, sk, &nc, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!n) /* no memory for it: it stays */
+		return c;
+	__u64 key = (__u64)sk;
+	if (n->conn_id == nc.conn_id)
+		bpf_map_delete_elem(&conns, &key);
+	stat_inc(RASTRO_STAT_CONN_SETTLED);
+	return n;
+}
+
 /* Forgets sk's connection state (its end). */
 static __always_inline void conn_forget(struct sock *sk)
 {
-	if (socket_hooks) {
-		if (!bpf_sk_storage_delete(&conn_store, sk))
-			__sync_fetch_and_add(&conn_count, -1);
+	if (socket_hooks && !bpf_sk_storage_delete(&conn_store, sk)) {
+		__sync_fetch_and_add(&conn_count, -1);
 		return;
 	}
 	__u64 key = (__u64)sk;
@@ -841,6 +875,7 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 	}
 	if (c) {
 		service_id = c->service_id;
+		c = conn_settle(sk, c, direction);
 	} else {
 		struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);
 		if (!t)

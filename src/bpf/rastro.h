@@ -81,6 +81,7 @@ enum rastro_loss_cause {
 	RASTRO_STAT_DATA_MERGED,        /* sendfile()s added to the held event before them */
 	RASTRO_STAT_BATCH_TAKEN_OVER,   /* batches delivered by another CPU (rastro.bpf.c) */
 	RASTRO_STAT_SENT_AHEAD,         /* events sent ahead of earlier ones held elsewhere */
+	RASTRO_STAT_CONN_SETTLED,       /* connections moved to the socket's storage */
 	RASTRO_STAT__COUNT,
 };
 
@@ -180,6 +181,13 @@ struct rastro_conn {
 	struct rastro_tuple tuple;
 	__u32 service_id;  /* tgid's traced-map value when the entry was made */
 	__u32 held_gen;    /* in that CPU's batch number held_gen */
+	/* With the socket hooks, a young connection's entry is in the hash
+	 * map (cheap to make and free) until its data turns direction a
+	 * second time (a second request), then in the socket's storage. */
+	__u8 young;        /* in the hash map */
+	__u8 last_dir;     /* 1 + the direction of its last data event */
+	__u8 turns;        /* changes of direction so far, while young */
+	__u8 _pad[5];
 };
 
 #endif

@@ -47,6 +47,7 @@ static const char *const stat_names[RASTRO_STAT__COUNT] = {
 	[RASTRO_STAT_DATA_MERGED] = "data_merged",
 	[RASTRO_STAT_BATCH_TAKEN_OVER] = "batch_taken_over",
 	[RASTRO_STAT_SENT_AHEAD] = "sent_ahead",
+	[RASTRO_STAT_CONN_SETTLED] = "conn_settled",
 };
 
 const char *capture__stat_name(int idx)
@@ -221,9 +222,15 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	bpf_program__set_autoload(cap->skel->progs.rastro_flush, socket_hooks);
 	bpf_program__set_autoload(cap->skel->progs.rastro_migrate, socket_hooks);
 	bpf_map__set_max_entries(cap->skel->maps.events, cfg->ring_buffer_bytes);
-	/* With the socket hooks connections live in the sockets' storage
-	 * (conn_store), and the hash map is never used. */
-	bpf_map__set_max_entries(cap->skel->maps.conns, socket_hooks ? 1 : cfg->max_connections);
+	/* Every connection's entry starts in the hash map; with the socket
+	 * hooks one that carries a second request moves to its socket's
+	 * storage (conn_store, rastro.bpf.c), so there the map allocates its
+	 * entries as they come (Linux 6.3 has the kernel's BPF allocator,
+	 * about as fast) instead of holding max_connections from the start. */
+	bpf_map__set_max_entries(cap->skel->maps.conns, cfg->max_connections);
+	if (socket_hooks)
+		bpf_map__set_map_flags(cap->skel->maps.conns,
+				       bpf_map__map_flags(cap->skel->maps.conns) | BPF_F_NO_PREALLOC);
 	cap->skel->rodata->max_connections = cfg->max_connections;
 	cap->socket_hooks = socket_hooks;
 	bpf_map__set_max_entries(cap->skel->maps.traced, cfg->max_processes);
@@ -278,7 +285,12 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 		fprintf(stderr, "rastro: cannot map the ring buffer: %s\n", strerror(-err));
 		goto cleanup;
 	}
-	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes +
+	/* The connections' hash map: its buckets, and its entries when
+	 * preallocated (the fallback); capture__map_bytes adds the others. */
+	uint64_t buckets = 1;
+	while (buckets < cfg->max_connections)
+		buckets <<= 1;
+	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes + buckets * 16 +
 			 (socket_hooks ? 0 : (uint64_t)cfg->max_connections *
 						     (sizeof(struct rastro_conn) + 8 + 64)) +
 			 (uint64_t)cfg->max_processes * (sizeof(struct rastro_traced) + 4 + 64) +
@@ -484,14 +496,16 @@ uint64_t capture__connections(const struct capture *cap)
 	return n > 0 ? (uint64_t)n : 0;
 }
 
-/* A socket's storage: the element (list links, the map, the value) and, for
- * the socket's first, the storage header; about this much on Linux 6.x. */
-#define SK_STORAGE_OVERHEAD 224
+/* A connection's entry beyond its value, in either map: a socket's storage
+ * element (list links, the map) and, for the socket's first, the storage
+ * header, about this much on Linux 6.x; a hash map entry (its links, the
+ * key, the allocator's size class) less. */
+#define CONN_ENTRY_OVERHEAD 224
 
 uint64_t capture__map_bytes(const struct capture *cap)
 {
 	if (!cap->socket_hooks)
 		return cap->map_bytes;
 	return cap->map_bytes +
-	       capture__connections(cap) * (sizeof(struct rastro_conn) + SK_STORAGE_OVERHEAD);
+	       capture__connections(cap) * (sizeof(struct rastro_conn) + CONN_ENTRY_OVERHEAD);
 }

@@ -147,6 +147,13 @@ static void collect_pipeline(const struct self_stats *st, struct self_family *f,
 	      false);
 	sample(f, st->kernel_connections);
 	emit(f, fn, ctx);
+
+	begin(f, "rastro_kernel_connections_settled",
+	      "Connections whose kernel state moved from the hash map, where it starts, to the "
+	      "socket's own storage when they carried a second request (socket hooks).",
+	      "{connection}", true);
+	sample(f, st->kernel[RASTRO_STAT_CONN_SETTLED]);
+	emit(f, fn, ctx);
 }
 
 /* One family over both OTLP clients, labelled by signal. */

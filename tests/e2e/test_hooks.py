@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import free_port, needs_root
+from conftest import config_for_ports, free_port, needs_root, wait_for
 from test_http1 import get, recv_responses, start_nginx
 from test_reliability_helpers import (bpf_objects, bpftool_json, conns_tgids, map_id_by_name,
                                       metric, self_metrics)
@@ -182,15 +182,72 @@ def test_data_read_after_a_reset_leaves_no_state(rastro, servers, tmp_path, hook
         assert cli.stdout.readline().strip() == "done"
         r.wait_traced(cli.pid)
         r.wait_records(20, lambda x: x["kind"] == "CLIENT")
-        if hooks == "syscall":
-            conns = map_id_by_name(bpf_objects(r.proc.pid), "conns")
-            assert cli.pid not in conns_tgids(conns)
+        conns = map_id_by_name(bpf_objects(r.proc.pid), "conns")
+        assert cli.pid not in conns_tgids(conns)
         # The client is alive, its 20 sockets closed: nothing tracked.
         assert metric(self_metrics(prom), "rastro_kernel_connections") == 0
     finally:
         cli.kill()
         cli.wait()
 
+
+
+def read_to_eof(s):
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    return data
+
+
+def test_connection_state_starts_in_the_hash_map_and_settles(rastro, servers, tmp_path):
+    """With the socket hooks a connection's kernel state starts in the hash
+    map, cheap to make and free, and moves to the socket's own storage,
+    cheaper to find, when the connection carries a second request: a
+    connection per request (Connection: close) never pays for the storage.
+    nginx, traced: 100 requests each on a connection of its own settle
+    nothing and leave nothing behind; a keep-alive connection's entry is in
+    the hash map after its first request and in its socket's storage after
+    its second, counted once. Every request is reported."""
+    port, prom = free_port(), free_port()
+    r = rastro(config_for_ports(port, name="web"),
+               env={"RASTRO_EBPF_HOOKS": "socket", "RASTRO_PROMETHEUS_PORT": str(prom)})
+    ngx = start_nginx(servers, tmp_path, port)
+    r.wait_traced(ngx.pid)
+    conns = map_id_by_name(bpf_objects(r.proc.pid), "conns")
+    kernel_conns = lambda: metric(self_metrics(prom), "rastro_kernel_connections")  # noqa: E731
+    settled = lambda: metric(self_metrics(prom),  # noqa: E731
+                             "rastro_kernel_connections_settled_total")
+    req = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"
+    close_req = b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    for _ in range(100):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(close_req)
+            assert read_to_eof(s).startswith(b"HTTP/1.1 200 OK")
+    recs = r.wait_records(100)
+    assert all(x["http.response.status_code"] == 200 for x in recs)
+    wait_for(lambda: kernel_conns() == 0, timeout=5, what="no connection left in the kernel")
+    assert settled() == 0
+    assert conns_tgids(conns) == []
+
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(req)
+        recv_responses(s, 1)
+        worker = r.wait_records(101)[-1]["process.pid"]
+        assert conns_tgids(conns) == [worker]  # young: in the hash map
+        assert kernel_conns() == 1 and settled() == 0
+        s.sendall(req)
+        recv_responses(s, 1)
+        wait_for(lambda: settled() == 1, timeout=5, what="the connection to settle")
+        assert conns_tgids(conns) == []  # in the socket's storage now
+        assert kernel_conns() == 1
+        s.sendall(req * 3)
+        recv_responses(s, 3)
+        r.wait_records(105)
+    wait_for(lambda: kernel_conns() == 0, timeout=5, what="the connection's state freed")
+    assert settled() == 1
+    assert len(r.settle()) == 105
+    assert metric(self_metrics(prom), "rastro_events_lost_total", source="kernel") == 0
 
 BUSY_SERVER = ACCEPT_LOOP + r"""    time.sleep(0.01)  # blocks: the request is delivered
     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
