@@ -105,6 +105,13 @@ static void on_event(void *ctx, const void *data, size_t size)
 		const uint8_t *p = (const uint8_t *)(b + 1), *end = p + b->len;
 		conntrack__batch_begin(app->ct, b->cpu, b->gen);
 		for (uint32_t i = 0; i < b->count; i++) {
+			const struct rastro_close_event *close = (const void *)p;
+			if ((size_t)(end - p) >= sizeof(*close) && close->hdr.type == RASTRO_EV_CLOSE) {
+				/* A connection's end, after its events (hold_close) */
+				conntrack__on_close(app->ct, close);
+				p += (sizeof(*close) + 7) & ~(size_t)7;
+				continue;
+			}
 			const struct rastro_data_event *ev = (const void *)p;
 			if ((size_t)(end - p) < sizeof(*ev) ||
 			    (size_t)(end - p) - sizeof(*ev) < ev->captured ||

@@ -201,6 +201,9 @@ struct scratch {
 	__u32 last_off;
 	__u32 _pad2;
 	__u64 last_sk;
+	/* How many of the held events are connections' ends (hold_close). */
+	__u32 held_closes;
+	__u32 _pad3;
 	/* Bit tid % 64 of every thread with a held event (rastro_migrate). */
 	__u64 held_tids;
 	__u64 regs_seen[2]; /* syscall_regs */
@@ -558,10 +561,12 @@ static __always_inline void flush_held(struct scratch *s)
 	__u32 cpu = (s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1);
 	s->batch.cpu = cpu;
 	s->batch.gen = batch_gen[cpu].n;
+	__u32 closes = s->held_closes;
 	if (bpf_ringbuf_output(&events, &s->batch, size, data_wakeup_flags(s, size))) {
-		stat_add(RASTRO_LOSS_RINGBUF_FULL, n);
+		stat_add(RASTRO_LOSS_RINGBUF_FULL, n - closes);
+		stat_add(RASTRO_LOSS_CONTROL_RINGBUF, closes);
 	} else {
-		stat_add(RASTRO_STAT_DATA_EVENTS, n);
+		stat_add(RASTRO_STAT_DATA_EVENTS, n - closes);
 		stat_inc(RASTRO_STAT_DATA_RECORDS);
 	}
 	/* After the record is in the ring (see rastro_sock_state), and after
@@ -574,6 +579,7 @@ static __always_inline void flush_held(struct scratch *s)
 	__sync_lock_test_and_set(&batch_gen[cpu].n, batch_gen[cpu].n + 1); /* a full barrier */
 #endif
 	s->held_tids = 0;
+	s->held_closes = 0;
 	s->batch.count = 0;
 	s->batch.len = 0;
 }
@@ -843,6 +849,50 @@ static __always_inline bool merge_sendfile(struct scratch *s, struct sock *sk, _
 	}
 	hold_unlock(s);
 	return merged;
+}
+
+/*
+ * A connection's end (close event: flags, ts) added to the events this CPU
+ * holds, after them, when none of the connection's are held by another CPU:
+ * a server that closes after its response (Connection: close) ends its
+ * connection inside the batch that holds its request and response, where a
+ * record of its own would first deliver that batch, then itself (two
+ * records per connection instead of one per 4 KiB of events). False when
+ * this CPU holds nothing, or cannot add to what it holds now: the caller
+ * sends it alone.
+ */
+static __always_inline bool hold_close(struct rastro_conn *c, __u32 flags, __u64 ts)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!s || !s->batch.count || !s->cpu1 || (held_still(c) && c->held_cpu != s->cpu1))
+		return false;
+	__u32 after_cpu1 = 0, after_gen = 0;
+	struct rastro_close_event *e = (void *)hold_begin(s, 0, &after_cpu1, &after_gen);
+	if (!e)
+		return false;
+	e->hdr.type = RASTRO_EV_CLOSE;
+	e->hdr._pad = 0;
+	e->hdr.tgid = c->tgid;
+	e->hdr.ts_ns = ts;
+	e->conn_id = c->conn_id;
+	e->flags = flags;
+	e->held_cpu = 0;
+	e->held_gen = 0;
+	e->_pad = 0;
+	if (!s->batch.count) { /* hold_begin delivered a full batch */
+		s->batch.hdr.type = RASTRO_EV_BATCH;
+		s->batch.hdr._pad = 0;
+		s->batch.hdr.tgid = c->tgid;
+		batch_gen[(s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1)].held = 1;
+	}
+	s->batch.hdr.ts_ns = ts;
+	s->last_sk = 0; /* no sendfile() continues it */
+	s->batch.count++;
+	s->held_closes++;
+	s->batch.len += (sizeof(*e) + 7) & ~7u;
+	hold_unlock(s);
+	return true;
 }
 
 /* Reports `moved` bytes that the current thread (pid_tgid: its process's
@@ -1193,6 +1243,10 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 		return 0;
 	if (!c->fin_notified) {
 		c->fin_notified = 1;
+		__u32 flags = newstate == TCP_CLOSE ? RASTRO_CLOSE_F_FINAL : RASTRO_CLOSE_F_LOCAL_FIN;
+		__u64 ts = bpf_ktime_get_ns();
+		if (hold_close(c, flags, ts))
+			goto forget;
 		flush_cpu(); /* what this CPU holds goes before the end */
 		/* Events of this connection another CPU still holds (a peer's
 		 * reset handled here while the thread that sent it its last
@@ -1204,9 +1258,9 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 			e->hdr.type = RASTRO_EV_CLOSE;
 			e->hdr._pad = 0;
 			e->hdr.tgid = c->tgid;
-			e->hdr.ts_ns = bpf_ktime_get_ns();
+			e->hdr.ts_ns = ts;
 			e->conn_id = c->conn_id;
-			e->flags = newstate == TCP_CLOSE ? RASTRO_CLOSE_F_FINAL : RASTRO_CLOSE_F_LOCAL_FIN;
+			e->flags = flags;
 			e->held_cpu = held_cpu;
 			e->held_gen = held_gen;
 			e->_pad = 0;
@@ -1215,6 +1269,7 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 			stat_inc(RASTRO_LOSS_CONTROL_RINGBUF);
 		}
 	}
+forget:
 	if (newstate == TCP_CLOSE)
 		conn_forget((struct sock *)sk);
 	return 0;

@@ -118,8 +118,10 @@ struct rastro_data_event {
 	/* followed by `captured` bytes of payload */
 };
 
-/* Data events one CPU held back, delivered in one ring buffer record: `count` struct rastro_data_event, each followed by its payload and
- * padded to a multiple of 8 bytes, `len` bytes in all. */
+/* Events one CPU held back, delivered in one ring buffer record: `count`
+ * events, each a struct rastro_data_event followed by its payload or a
+ * struct rastro_close_event (hdr.type says which), padded to a multiple of
+ * 8 bytes, `len` bytes in all. */
 struct rastro_batch_event {
 	struct rastro_event_hdr hdr; /* tgid of the first event; ts_ns of the last */
 	__u32 count;

@@ -205,9 +205,12 @@ def test_connection_state_starts_in_the_hash_map_and_settles(rastro, servers, tm
     cheaper to find, when the connection carries a second request: a
     connection per request (Connection: close) never pays for the storage.
     nginx, traced: 100 requests each on a connection of its own settle
-    nothing and leave nothing behind; a keep-alive connection's entry is in
-    the hash map after its first request and in its socket's storage after
-    its second, counted once. Every request is reported."""
+    nothing and leave nothing behind, and their ends travel with the events
+    the worker's CPU holds (a record of their own would first deliver
+    those: a record per connection); a keep-alive connection's entry is in the
+    hash map after its first request and in its socket's storage after its
+    second, counted once. Every request is reported, every connection
+    ended in the agent."""
     port, prom = free_port(), free_port()
     r = rastro(config_for_ports(port, name="web"),
                env={"RASTRO_EBPF_HOOKS": "socket", "RASTRO_PROMETHEUS_PORT": str(prom)})
@@ -217,9 +220,12 @@ def test_connection_state_starts_in_the_hash_map_and_settles(rastro, servers, tm
     kernel_conns = lambda: metric(self_metrics(prom), "rastro_kernel_connections")  # noqa: E731
     settled = lambda: metric(self_metrics(prom),  # noqa: E731
                              "rastro_kernel_connections_settled_total")
+    records = lambda: metric(self_metrics(prom),  # noqa: E731
+                             "rastro_event_records_received_total")
     req = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"
     close_req = b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
+    records0 = records()
     for _ in range(100):
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(close_req)
@@ -229,6 +235,10 @@ def test_connection_state_starts_in_the_hash_map_and_settles(rastro, servers, tm
     wait_for(lambda: kernel_conns() == 0, timeout=5, what="no connection left in the kernel")
     assert settled() == 0
     assert conns_tgids(conns) == []
+    wait_for(lambda: metric(self_metrics(prom), "rastro_connections") == 0, timeout=5,
+             what="every connection ended in the agent")
+    print(f"100 connections: {records() - records0:.0f} records")
+    assert records() - records0 <= 50
 
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(req)
