@@ -596,16 +596,34 @@ static __always_inline void flush_held(struct scratch *s)
  * waited for. -1: another CPU kept them through every try (its vCPU was
  * descheduled by the host, say).
  */
+struct hold_try {
+	struct scratch *s;
+	__u32 me;
+	int got;
+};
+
+static long hold_lock_again(__u64 i, void *arg)
+{
+	struct hold_try *t = arg;
+	__u32 owner = __sync_val_compare_and_swap(&t->s->busy, 0, t->me);
+	if (owner && owner != t->me)
+		return 0;
+	t->got = !owner;
+	return 1;
+}
+
 static __always_inline int hold_lock(struct scratch *s, __u32 me)
 {
-	for (int i = 0; i < HOLD_LOCK_TRIES; i++) {
-		__u32 owner = __sync_val_compare_and_swap(&s->busy, 0, me);
-		if (!owner)
-			return 1;
-		if (owner == me)
-			return 0;
-	}
-	return -1;
+	__u32 owner = __sync_val_compare_and_swap(&s->busy, 0, me);
+	if (!owner)
+		return 1;
+	if (owner == me)
+		return 0;
+	/* The retries in a bpf_loop: verified once, where an unrolled loop
+	 * made the verifier walk every try on every path to it. */
+	struct hold_try t = {s, me, -1};
+	bpf_loop(HOLD_LOCK_TRIES - 1, hold_lock_again, &t, 0);
+	return t.got;
 }
 
 static __always_inline void hold_unlock(struct scratch *s)
@@ -974,6 +992,13 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 		c->held_cpu = s->cpu1;
 		c->held_gen = batch_gen[(s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1)].n;
 	}
+	/* A traced client's request to a port a traced process listens on is
+	 * delivered at once (with what this CPU holds): that server's span is
+	 * linked to it, and the agent must read it first. Decided here: c is
+	 * not used past this block, which the verifier needs (c is an entry of
+	 * either connection map; it would explore the payload copies below once
+	 * for each, several times as long). */
+	bool hold = true;
 	if (c) {
 		/* Created at connect()'s SYN_SENT, before the local port is bound. */
 		if (!c->tuple.local_port)
@@ -981,6 +1006,8 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 		ev->conn_id = c->conn_id;
 		ev->role = c->role;
 		ev->tuple = c->tuple;
+		hold = !(direction == RASTRO_DIR_EGRESS && c->role == RASTRO_ROLE_CLIENT &&
+			 server_port(c->tuple.remote_port));
 	} else {
 		flags |= RASTRO_DATA_F_NO_CONN_STATE;
 		ev->conn_id = (__u64)sk;
@@ -1013,9 +1040,7 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 
 	__u32 size = sizeof(*ev) + captured;
 	if (held)
-		hold_commit(s, ev, size, sk,
-			    !(direction == RASTRO_DIR_EGRESS && c && c->role == RASTRO_ROLE_CLIENT &&
-			      server_port(c->tuple.remote_port)));
+		hold_commit(s, ev, size, sk, hold);
 	else if (after_cpu1)
 		output_after(s, size, after_cpu1, after_gen);
 	else
