@@ -816,17 +816,23 @@ static __always_inline struct rastro_data_event *hold_begin(struct scratch *s, _
 	return (struct rastro_data_event *)&s->held[s->batch.len & (RASTRO_HOLD_BYTES - 1)];
 }
 
+/* The first held event of a batch: its header, and the flag the agent's
+ * periodic drain reads (rastro_flush). */
+static __always_inline void batch_start(struct scratch *s, __u32 tgid)
+{
+	s->batch.hdr.type = RASTRO_EV_BATCH;
+	s->batch.hdr._pad = 0;
+	s->batch.hdr.tgid = tgid;
+	batch_gen[(s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1)].held = 1;
+}
+
 /* Adds the event hold_begin placed (size bytes with its payload) to the held
  * ones, and delivers them all unless hold. */
 static __always_inline void hold_commit(struct scratch *s, struct rastro_data_event *ev, __u32 size,
 					struct sock *sk, bool hold)
 {
-	if (!s->batch.count) {
-		s->batch.hdr.type = RASTRO_EV_BATCH;
-		s->batch.hdr._pad = 0;
-		s->batch.hdr.tgid = ev->hdr.tgid;
-		batch_gen[(s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1)].held = 1;
-	}
+	if (!s->batch.count)
+		batch_start(s, ev->hdr.tgid);
 	s->batch.hdr.ts_ns = ev->hdr.ts_ns;
 	s->last_off = s->batch.len;
 	s->last_sk = (__u64)sk;
@@ -869,6 +875,21 @@ static __always_inline bool merge_sendfile(struct scratch *s, struct sock *sk, _
 	return merged;
 }
 
+/* Connection c's end: its close event. */
+static __always_inline void close_event(struct rastro_close_event *e, const struct rastro_conn *c,
+					__u32 flags, __u64 ts, __u32 held_cpu, __u32 held_gen)
+{
+	e->hdr.type = RASTRO_EV_CLOSE;
+	e->hdr._pad = 0;
+	e->hdr.tgid = c->tgid;
+	e->hdr.ts_ns = ts;
+	e->conn_id = c->conn_id;
+	e->flags = flags;
+	e->held_cpu = held_cpu;
+	e->held_gen = held_gen;
+	e->_pad = 0;
+}
+
 /*
  * A connection's end (close event: flags, ts) added to the events this CPU
  * holds, after them, when none of the connection's are held by another CPU:
@@ -889,21 +910,9 @@ static __always_inline bool hold_close(struct rastro_conn *c, __u32 flags, __u64
 	struct rastro_close_event *e = (void *)hold_begin(s, 0, &after_cpu1, &after_gen);
 	if (!e)
 		return false;
-	e->hdr.type = RASTRO_EV_CLOSE;
-	e->hdr._pad = 0;
-	e->hdr.tgid = c->tgid;
-	e->hdr.ts_ns = ts;
-	e->conn_id = c->conn_id;
-	e->flags = flags;
-	e->held_cpu = 0;
-	e->held_gen = 0;
-	e->_pad = 0;
-	if (!s->batch.count) { /* hold_begin delivered a full batch */
-		s->batch.hdr.type = RASTRO_EV_BATCH;
-		s->batch.hdr._pad = 0;
-		s->batch.hdr.tgid = c->tgid;
-		batch_gen[(s->cpu1 - 1) & (RASTRO_HOLD_CPUS - 1)].held = 1;
-	}
+	close_event(e, c, flags, ts, 0, 0);
+	if (!s->batch.count) /* hold_begin delivered a full batch */
+		batch_start(s, c->tgid);
 	s->batch.hdr.ts_ns = ts;
 	s->last_sk = 0; /* no sendfile() continues it */
 	s->batch.count++;
@@ -1280,15 +1289,7 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 		__u32 held_cpu = held_still(c) ? c->held_cpu : 0, held_gen = c->held_gen;
 		struct rastro_close_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (e) {
-			e->hdr.type = RASTRO_EV_CLOSE;
-			e->hdr._pad = 0;
-			e->hdr.tgid = c->tgid;
-			e->hdr.ts_ns = ts;
-			e->conn_id = c->conn_id;
-			e->flags = flags;
-			e->held_cpu = held_cpu;
-			e->held_gen = held_gen;
-			e->_pad = 0;
+			close_event(e, c, flags, ts, held_cpu, held_gen);
 			bpf_ringbuf_submit(e, wakeup_flags());
 		} else {
 			stat_inc(RASTRO_LOSS_CONTROL_RINGBUF);
