@@ -32,7 +32,7 @@ for prog in loadgen otlp_sink syscalls; do
 	gcc -O2 -g -Wall -Wextra -Werror -o "$BUILD_DIR/bench/$prog" "bench/$prog.c"
 done
 gcc -O2 -g -Wall -Wextra -Werror -o "$BUILD_DIR/bench/bpf_floor" bench/bpf_floor.c -lbpf
-make -s BUILD="$BUILD_DIR" "$BUILD_DIR/bench/noop.bpf.o"
+make -s BUILD="$BUILD_DIR" "$BUILD_DIR/bench/noop.bpf.o" "$BUILD_DIR/bench/untraced"
 if [ "${1:-}" = --ab ]; then
 	shift
 	exec /usr/bin/python3 bench/ab.py "$@"
