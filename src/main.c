@@ -25,6 +25,7 @@
 #include "common/loop.h"
 #include "config/config.h"
 #include "discover/discover.h"
+#include "export/otlp_traces.h"
 #include "export/printer.h"
 #include "log.h"
 #include "protocols/conntrack.h"
@@ -175,6 +176,46 @@ static void deliver_held(struct app *app, bool force)
 	}
 }
 
+/*
+ * The span queue as the drain's brake. A drain turns each record (up to 4
+ * KiB of events) into spans as fast as it reads them, and the exporter
+ * sends one batch at a time, between drains: after the agent is held up (a
+ * busy CPU, a slow scrape) the backlog in the ring would overflow the span
+ * queue (otel_traces_export.max_queue_size) and those spans were dropped
+ * while the ring still had room for them. So a drain stops while the queue
+ * is nearly full (otlp_traces__nearly_full), and the exporter's answers
+ * (their socket wakes the loop) let it go on. It does not stop:
+ * - once the ring is half full: from there, spans are dropped (counted),
+ *   not events, which would cost the metrics too;
+ * - when the exporter has handed no batch to its client for HOLD_MAX_MS
+ *   (a backend down or too slow): the metrics must not wait for it; the
+ *   spans that do not fit are dropped, as before, until it moves again.
+ * While it stops, the ring's wakeups are not watched (they would wake the
+ * loop for nothing) and the poll timer comes back after HOLD_RETRY_MS.
+ */
+#define HOLD_MAX_MS 200
+#define HOLD_RETRY_MS 5
+
+static bool ring_watched = true;
+static uint64_t hold_since_ns, hold_exported;
+
+static void on_ring(void *ctx, int fd, uint32_t events);
+
+static bool hold_for_spans(void *ctx, uint64_t used, uint64_t size)
+{
+	struct app *app = ctx;
+	if (!app->span_export || used >= size / 2 || !otlp_traces__nearly_full(app->span_export)) {
+		hold_since_ns = 0;
+		return false;
+	}
+	uint64_t now = loop__now_ns(), exported = otlp_traces__exported(app->span_export);
+	if (!hold_since_ns || exported != hold_exported) { /* the exporter moved */
+		hold_since_ns = now;
+		hold_exported = exported;
+	}
+	return now - hold_since_ns < HOLD_MAX_MS * 1000000ull;
+}
+
 /* Runs after every wakeup of the loop, whatever woke it (the ring buffer
  * past ebpf.wakeup_bytes, an exporter's socket, a timer, the poll timer's
  * own timeout), and moves the poll timer to poll_ms after this drain: under
@@ -186,18 +227,24 @@ static void drain(void *ctx)
 {
 	struct app *app = ctx;
 	uint64_t one = 1;
+	bool held;
 	refresh_clock(app);
 	deliver_held(app, false);
-	int n = capture__drain_max(app->cap, DRAIN_CHUNK);
+	int n = capture__drain_hold(app->cap, DRAIN_CHUNK, hold_for_spans, app, &held);
 	if (n == DRAIN_CHUNK && more_fd >= 0 && write(more_fd, &one, sizeof(one)) < 0)
 		log_debug("cannot signal the rest of the ring buffer: %s", strerror(errno));
-	if (n > 0 || !poll_ms)
+	if (held == ring_watched) {
+		ring_watched = !held;
+		loop__watch(app->loop, capture__fd(app->cap), held ? 0 : EPOLLIN, on_ring, app);
+	}
+	if (n > 0 || held || !poll_ms)
 		poll_ms = app->cfg.poll_ms;
 	else if (poll_ms < IDLE_POLL_MAX_MS)
 		poll_ms = poll_ms * 2 < IDLE_POLL_MAX_MS ? poll_ms * 2 : IDLE_POLL_MAX_MS;
 	if (poll_timer)
 		loop__cancel(app->loop, poll_timer);
-	poll_timer = loop__after(app->loop, poll_ms, poll_tick, app);
+	poll_timer = loop__after(app->loop, held && HOLD_RETRY_MS < poll_ms ? HOLD_RETRY_MS : poll_ms,
+				 poll_tick, app);
 }
 
 /* The ring buffer and more_fd only wake the loop: drain, the loop's idle

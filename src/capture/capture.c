@@ -341,10 +341,17 @@ int capture__drain(struct capture *cap)
 
 int capture__drain_max(struct capture *cap, int max)
 {
+	return capture__drain_hold(cap, max, NULL, NULL, NULL);
+}
+
+int capture__drain_hold(struct capture *cap, int max, capture_hold_fn hold, void *ctx, bool *held)
+{
 	struct ring *r = &cap->ring;
 	uint64_t cons = __atomic_load_n(r->consumer_pos, __ATOMIC_ACQUIRE);
 	uint64_t published = cons;
 	int n = 0;
+	if (held)
+		*held = false;
 	for (;;) {
 		uint64_t prod = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
 		if (cons >= prod)
@@ -352,6 +359,11 @@ int capture__drain_max(struct capture *cap, int max)
 		while (cons < prod) {
 			if (max > 0 && n >= max)
 				goto done;
+			if (hold && hold(ctx, prod - cons, r->mask + 1)) {
+				if (held)
+					*held = true;
+				goto done;
+			}
 			const uint32_t *hdr = (const uint32_t *)(r->data + (cons & r->mask));
 			uint32_t len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
 			if (len & BPF_RINGBUF_BUSY_BIT)

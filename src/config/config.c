@@ -227,7 +227,9 @@ static const struct setting settings[] = {
 	 "Longest time a span waits for a full batch.", "otel_traces_export.schedule_delay"},
 	{"otel_traces_export.max_queue_size", NULL, {"OTEL_BSP_MAX_QUEUE_SIZE"}, T_UINT,
 	 OFF(traces_queue_size), "4096", 1, 1048576, NULL,
-	 "Spans held while the backend is slow or down; beyond it spans are dropped and counted.",
+	 "Spans held while the backend is slow or down; beyond it spans are dropped and counted. "
+	 "While it is nearly full, events wait in the ring buffer for the exporter (up to half "
+	 "the ring, and 200ms without progress: docs/architecture.md).",
 	 "otel_traces_export.max_queue_size"},
 
 	/* data minimisation */

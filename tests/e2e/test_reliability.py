@@ -454,7 +454,8 @@ http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
              what="a request after the overflow to be reported")
 
 
-SOAK = Path(__file__).resolve().parents[1] / "soak"
+ROOT = Path(__file__).resolve().parents[2]
+SOAK = ROOT / "tests" / "soak"
 COUNT = "http_server_request_duration_seconds_count"
 
 
@@ -544,6 +545,81 @@ def test_burst_above_capacity_losses_counted_exactly(rastro, tmp_path):
                       "http_route": "/after/*", "url_scheme": "http",
                       "server_port": str(port)}.items())): 200}
     assert r.proc.pid == pid and r.proc.poll() is None
+    assert r.stop() == 0
+
+
+@pytest.mark.parametrize("backend", ["answers", "hangs"])
+def test_a_backlog_waits_for_the_span_queue(rastro, otlp_receiver, tmp_path, backend):
+    """rastro stopped for 1 s (SIGSTOP: an agent held up by a busy CPU) while
+    a traced server takes 4,000 requests a second (bench/loadgen, a fixed
+    rate): the ring buffer (32 MiB) then holds several times more requests
+    than the span queue (max_queue_size 512). A backend that answers: the
+    drain waits for the exporter instead of overflowing the queue, and every
+    span is exported, none dropped (the previous build dropped about 3,000
+    here). A backend that never answers in time: the drain waits at most
+    200 ms for an exporter that does not move, so the metrics still count
+    every request within moments; the spans beyond the queue are dropped and
+    counted."""
+    loadgen = tmp_path / "loadgen"
+    subprocess.run(["gcc", "-O2", "-o", str(loadgen), str(ROOT / "bench" / "loadgen.c")],
+                   check=True)
+    port = free_port()
+    srv = subprocess.Popen([sys.executable, str(SOAK / "countserver.py"), str(port)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_port(port)
+        if backend == "hangs":
+            otlp_receiver.script(default={"status": 200, "delay_ms": 20000})
+        r, prom = start_with_prom(rastro, config_for_ports(port, name="backlog", extra=(
+            "ebpf:\n  ring_buffer_size: 32MiB\n"
+            "otel_traces_export:\n  max_queue_size: 512\n  max_export_batch_size: 128\n"
+            "  schedule_delay: 200ms\n  timeout: 2s\n")),
+            env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.traces_url},
+            printer="disabled")
+        r.wait_traced(srv.pid)
+        load = subprocess.Popen([str(loadgen), "--port", str(port), "--rate", "4000",
+                                 "--connections", "8", "--path", "/burst", "--seconds", "3"],
+                                stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        os.kill(r.proc.pid, signal.SIGSTOP)
+        time.sleep(1)
+        os.kill(r.proc.pid, signal.SIGCONT)
+        out, _ = load.communicate(timeout=30)
+        srv.stdin.close()
+        served = __import__("json").loads(srv.stdout.readline())["requests"]
+        assert srv.wait(30) == 0
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+    # a third of the run happened while rastro was stopped
+    assert served > 3 * (512 + 128), out
+    t0 = time.time()
+    wait_for(lambda: metric(self_metrics(prom), COUNT, http_route="/burst") >= served,
+             timeout=10, what="every request in the metrics")
+    lag = time.time() - t0
+    print(f"backlog ({backend}): {served} requests, all in the metrics {lag:.2f} s after "
+          "the load")
+    assert lag < 3
+    if backend == "answers":
+        wait_for(lambda: metric(self_metrics(prom), "rastro_spans_queued") == 0
+                 and metric(self_metrics(prom), "rastro_export_queue_requests",
+                            signal="traces") == 0, timeout=20, what="the span queue to empty")
+    s = self_metrics(prom)
+    exported = metric(s, "rastro_spans_exported_total")
+    dropped = metric(s, "rastro_spans_dropped_total", cause="queue_full")
+    queued = metric(s, "rastro_spans_queued")
+    print(f"backlog ({backend}): spans exported {exported:.0f}, dropped {dropped:.0f}, "
+          f"queued {queued:.0f}")
+    assert metric(s, COUNT, http_route="/burst") == served
+    assert metric(s, "rastro_events_lost_total", source="kernel") == 0
+    assert exported + dropped + queued == served
+    if backend == "answers":
+        assert dropped == 0
+        ids = [sp["spanId"] for sp in otlp_receiver.spans()]
+        assert len(ids) == len(set(ids)) == served
+    else:
+        assert dropped > 0
     assert r.stop() == 0
 
 
