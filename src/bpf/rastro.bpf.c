@@ -87,7 +87,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by the agent before load. */
 const volatile __u32 capture_bytes = RASTRO_CAPTURE_MAX; /* <= RASTRO_CAPTURE_MAX */
-const volatile __u32 wakeup_bytes = 256 * 1024;          /* batch ring buffer wakeups */
+const volatile __u32 wakeup_bytes = 1024 * 1024;         /* batch ring buffer wakeups */
 /* Self-test of the load-failure report (RASTRO_SELFTEST_REJECT=1): makes the
  * verifier reject rastro_sock_state (loaded with either set of hooks). Dead
  * code otherwise: the verifier prunes it because the value is known at load

@@ -105,7 +105,7 @@ static const struct setting settings[] = {
 	{"ebpf.ring_buffer_size", NULL, {"RASTRO_RING_BUFFER_SIZE"}, T_BYTES, OFF(ring_buffer_bytes),
 	 "8MiB", 65536, 1073741824, NULL,
 	 "Kernel-to-agent ring buffer (rounded up to a power of two).", NULL},
-	{"ebpf.wakeup_bytes", NULL, {"RASTRO_WAKEUP_BYTES"}, T_BYTES, OFF(wakeup_bytes), "256KiB", 0,
+	{"ebpf.wakeup_bytes", NULL, {"RASTRO_WAKEUP_BYTES"}, T_BYTES, OFF(wakeup_bytes), "1MiB", 0,
 	 1073741824, NULL,
 	 "Wake the agent only when this much is queued; otherwise it drains every poll_interval "
 	 "(an exec or listen() wakes it at once, at most every 2 ms: discovery).",
