@@ -21,53 +21,27 @@
  * line: the medians of the blocks' ns per syscall without and with, and of
  * the pairs' differences, with their quartiles.
  */
-#include <arpa/inet.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "loopback.h"
 #include "rastro.skel.h"
-
-static uint64_t thread_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int tcp_pair(int fds[2])
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(sa);
-	int ls = socket(AF_INET, SOCK_STREAM, 0);
-	if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) || listen(ls, 1) ||
-	    getsockname(ls, (struct sockaddr *)&sa, &len))
-		return -1;
-	fds[0] = socket(AF_INET, SOCK_STREAM, 0);
-	if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&sa, sizeof(sa)))
-		return -1;
-	fds[1] = accept(ls, NULL, NULL);
-	close(ls);
-	return fds[1] < 0 ? -1 : 0;
-}
 
 /* ns per syscall of one block, or a negative number on an I/O error. */
 static double block(const int fds[2], long rounds)
 {
 	char c = 'x';
-	uint64_t t0 = thread_ns();
+	uint64_t t0 = cpu_clock_ns(CLOCK_THREAD_CPUTIME_ID);
 	for (long i = 0; i < rounds; i++) {
 		if (write(fds[0], &c, 1) != 1 || read(fds[1], &c, 1) != 1)
 			return -1;
 	}
-	return (double)(thread_ns() - t0) / (2.0 * (double)rounds);
+	return (double)(cpu_clock_ns(CLOCK_THREAD_CPUTIME_ID) - t0) / (2.0 * (double)rounds);
 }
 
 struct hooks {
