@@ -5,7 +5,7 @@
  * syscall's cost by more than the hooks add when runs with and without
  * rastro are seconds apart, is then about the same in both halves of a pair.
  *
- *   untraced [--blocks N] [--rounds M] [--noop OBJECT]
+ *   untraced [--blocks N] [--rounds M] [--noop OBJECT] [--unix]
  *
  * Loads rastro's own programs (its BPF skeleton, set up as the agent sets it
  * up for the socket hooks) and attaches the two data programs,
@@ -15,14 +15,16 @@
  * at once) instead: what the kernel's dispatch of a program costs by itself.
  *
  * A block is M rounds of write(1 byte) + read(1 byte) over a loopback TCP
- * connection (2M syscalls, each running one program when attached), timed
- * with the thread's CPU clock. Blocks go in pairs, detached and attached,
- * in alternating order (ABBA...), after one warm-up pair. Prints one JSON
- * line: the medians of the blocks' ns per syscall without and with, and of
- * the pairs' differences, with their quartiles.
+ * connection (with --unix, a unix stream socket pair: the programs run and
+ * return at their socket test), 2M syscalls, each running one program when
+ * attached, timed with the thread's CPU clock. Blocks go in pairs, detached
+ * and attached, in alternating order (ABBA...), after one warm-up pair.
+ * Prints one JSON line: the medians of the blocks' ns per syscall without
+ * and with, and of the pairs' differences, with their quartiles.
  */
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,7 +91,7 @@ static double quantile(double *v, int n, double q)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: untraced [--blocks N] [--rounds M] [--noop OBJECT]\n");
+	fprintf(stderr, "usage: untraced [--blocks N] [--rounds M] [--noop OBJECT] [--unix]\n");
 	exit(2);
 }
 
@@ -98,6 +100,7 @@ int main(int argc, char **argv)
 	int blocks = 100;
 	long rounds = 5000;
 	const char *noop = NULL;
+	bool unix_pair = false;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--blocks") && i + 1 < argc)
 			blocks = atoi(argv[++i]);
@@ -105,6 +108,8 @@ int main(int argc, char **argv)
 			rounds = atol(argv[++i]);
 		else if (!strcmp(argv[i], "--noop") && i + 1 < argc)
 			noop = argv[++i];
+		else if (!strcmp(argv[i], "--unix"))
+			unix_pair = true;
 		else
 			usage();
 	}
@@ -151,8 +156,9 @@ int main(int argc, char **argv)
 	}
 
 	int fds[2];
-	if (tcp_pair(fds)) {
-		fprintf(stderr, "untraced: loopback TCP: %s\n", strerror(errno));
+	if (unix_pair ? socketpair(AF_UNIX, SOCK_STREAM, 0, fds) : tcp_pair(fds)) {
+		fprintf(stderr, "untraced: %s socket pair: %s\n", unix_pair ? "unix" : "loopback TCP",
+			strerror(errno));
 		return 1;
 	}
 	double *without = calloc((size_t)blocks / 2, sizeof(double));
@@ -184,11 +190,11 @@ int main(int argc, char **argv)
 	int n = blocks / 2;
 	double a_med = quantile(added, n, 0.5), a_q1 = quantile(added, n, 0.25),
 	       a_q3 = quantile(added, n, 0.75);
-	printf("{\"programs\": \"%s\", \"pairs\": %d, \"syscalls_per_block\": %ld, "
+	printf("{\"programs\": \"%s\", \"socket\": \"%s\", \"pairs\": %d, \"syscalls_per_block\": %ld, "
 	       "\"ns_without\": %.2f, \"ns_with\": %.2f, \"ns_added\": %.2f, "
 	       "\"ns_added_q1\": %.2f, \"ns_added_q3\": %.2f}\n",
-	       noop ? "noop" : "rastro", n, 2 * rounds, quantile(without, n, 0.5),
-	       quantile(with, n, 0.5), a_med, a_q1, a_q3);
+	       noop ? "noop" : "rastro", unix_pair ? "unix" : "tcp", n, 2 * rounds,
+	       quantile(without, n, 0.5), quantile(with, n, 0.5), a_med, a_q1, a_q3);
 	free(without);
 	free(with);
 	free(added);

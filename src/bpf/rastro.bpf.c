@@ -1205,12 +1205,16 @@ static __always_inline int on_sock_io(struct sock *sk, int ret, int flags, __u8 
 {
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!traced_bit(pid_tgid >> 32))
-		return 0;
+	/* The socket before the process: most sockets of a host are not TCP
+	 * (unix, UDP, netlink), and their I/O returns here, before the helper
+	 * call that reads the process id (plain loads from a socket whose
+	 * lines the kernel just used). */
 	__u16 family = sk->__sk_common.skc_family;
 	if ((family != AF_INET && family != AF_INET6) || sk->sk_type != SOCK_STREAM ||
 	    sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!traced_bit(pid_tgid >> 32))
 		return 0;
 	/* A socket with a file is one a process holds; the kernel's own (NFS,
 	 * SMB clients) send from inside other syscalls, whose buffers are not
