@@ -312,6 +312,7 @@ void app__self_stats(struct app *app, struct self_stats *out)
 		out->spans_dropped_no_memory = ss.dropped_no_memory;
 		out->spans_exported = ss.exported;
 	}
+	out->span_queue_waits = app->span_queue_waits;
 }
 
 /* ==== lifecycle ==== */

@@ -42,6 +42,9 @@ struct app {
 	struct otlp_client *traces_client;  /* NULL: no OTLP traces endpoint */
 	struct otlp_traces *span_export;
 	struct otlp_metrics *metrics_export;
+	/* Drains that stopped while the span queue was nearly full, leaving
+	 * the rest in the ring buffer for the exporter to catch up (main.c). */
+	uint64_t span_queue_waits;
 };
 
 /* rastro's view of itself, for the rastro_* self-metrics and logs. */
@@ -60,6 +63,7 @@ struct self_stats {
 	uint64_t spans_dropped_no_memory; /* out of memory queueing or encoding them */
 	uint64_t spans_sampled_out;     /* not exported by the sampler's decision */
 	uint64_t spans_exported;        /* handed to the OTLP client */
+	uint64_t span_queue_waits;      /* drains that waited for the span exporter */
 };
 
 /* Creates the stages after the kernel side is up; -1 on a fatal error

@@ -233,6 +233,8 @@ static void drain(void *ctx)
 	int n = capture__drain_hold(app->cap, DRAIN_CHUNK, hold_for_spans, app, &held);
 	if (n == DRAIN_CHUNK && more_fd >= 0 && write(more_fd, &one, sizeof(one)) < 0)
 		log_debug("cannot signal the rest of the ring buffer: %s", strerror(errno));
+	if (held)
+		app->span_queue_waits++;
 	if (held == ring_watched) {
 		ring_watched = !held;
 		loop__watch(app->loop, capture__fd(app->cap), held ? 0 : EPOLLIN, on_ring, app);

@@ -244,6 +244,13 @@ static void collect_export(const struct self_stats *st, struct self_family *f, s
 	begin(f, "rastro_spans_exported", "Spans handed to the OTLP client.", "{span}", true);
 	sample(f, st->spans_exported);
 	emit(f, fn, ctx);
+
+	begin(f, "rastro_span_queue_waits",
+	      "Drains of the ring buffer that stopped while the span queue was nearly full, "
+	      "leaving the rest of the events in the ring for the exporter to catch up.",
+	      "{drain}", true);
+	sample(f, st->span_queue_waits);
+	emit(f, fn, ctx);
 }
 
 static void collect_registry(const struct metrics *m, struct self_family *f, self_family_fn fn,

@@ -610,10 +610,12 @@ def test_a_backlog_waits_for_the_span_queue(rastro, otlp_receiver, tmp_path, bac
     dropped = metric(s, "rastro_spans_dropped_total", cause="queue_full")
     queued = metric(s, "rastro_spans_queued")
     print(f"backlog ({backend}): spans exported {exported:.0f}, dropped {dropped:.0f}, "
-          f"queued {queued:.0f}")
+          f"queued {queued:.0f}; the drain waited "
+          f"{metric(s, 'rastro_span_queue_waits_total'):.0f} times")
     assert metric(s, COUNT, http_route="/burst") == served
     assert metric(s, "rastro_events_lost_total", source="kernel") == 0
     assert exported + dropped + queued == served
+    assert metric(s, "rastro_span_queue_waits_total") > 0  # the drain did wait
     if backend == "answers":
         assert dropped == 0
         ids = [sp["spanId"] for sp in otlp_receiver.spans()]
