@@ -688,7 +688,8 @@ def untraced_row(tmp, ngx, sink, pairs, rounds):
 
 def untraced_interleaved(blocks):
     """Loopback TCP again, measured inside one process (bench/untraced.c):
-    rastro's two data programs attached and detached in turn, 10,000
+    rastro's two data programs (from this tree's build, RASTRO_BUILD, not
+    RASTRO_BIN's) attached and detached in turn, 10,000
     syscalls at a time, so that the host's load is about the same with and
     without; then the same for programs that return at once
     (bench/bpf/noop.bpf.c), what the kernel's dispatch of any program on

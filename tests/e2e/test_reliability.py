@@ -618,6 +618,8 @@ def test_a_backlog_waits_for_the_span_queue(rastro, otlp_receiver, tmp_path, bac
     assert metric(s, "rastro_span_queue_waits_total") > 0  # the drain did wait
     if backend == "answers":
         assert dropped == 0
+        wait_for(lambda: len(otlp_receiver.spans()) >= served, timeout=10,
+                 what="the receiver to record every span")
         ids = [sp["spanId"] for sp in otlp_receiver.spans()]
         assert len(ids) == len(set(ids)) == served
     else:
