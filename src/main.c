@@ -208,10 +208,12 @@ static bool hold_for_spans(void *ctx, uint64_t used, uint64_t size)
 		hold_since_ns = 0;
 		return false;
 	}
-	uint64_t now = loop__now_ns(), exported = otlp_traces__exported(app->span_export);
-	if (!hold_since_ns || exported != hold_exported) { /* the exporter moved */
+	uint64_t now = loop__now_ns();
+	struct otlp_traces_stats st;
+	otlp_traces__stats(app->span_export, &st);
+	if (!hold_since_ns || st.exported != hold_exported) { /* the exporter moved */
 		hold_since_ns = now;
-		hold_exported = exported;
+		hold_exported = st.exported;
 	}
 	return now - hold_since_ns < HOLD_MAX_MS * 1000000ull;
 }

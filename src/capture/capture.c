@@ -336,12 +336,7 @@ int capture__fd(const struct capture *cap)
  */
 int capture__drain(struct capture *cap)
 {
-	return capture__drain_max(cap, 0);
-}
-
-int capture__drain_max(struct capture *cap, int max)
-{
-	return capture__drain_hold(cap, max, NULL, NULL, NULL);
+	return capture__drain_hold(cap, 0, NULL, NULL, NULL);
 }
 
 int capture__drain_hold(struct capture *cap, int max, capture_hold_fn hold, void *ctx, bool *held)

@@ -27,14 +27,13 @@ int capture__fd(const struct capture *cap);
 int capture__flush(struct capture *cap);
 /* Delivers every queued event; returns how many. */
 int capture__drain(struct capture *cap);
-/* Delivers up to max queued events (all when max <= 0); returns how many. */
-int capture__drain_max(struct capture *cap, int max);
 /* Whether the consumer should leave the rest of the ring for later, asked
  * before each event: used and size are the ring's queued bytes and its
  * capacity. */
 typedef bool (*capture_hold_fn)(void *ctx, uint64_t used, uint64_t size);
-/* capture__drain_max, stopping early when hold says so; *held tells whether
- * it did (events remain, left for a later drain). */
+/* Delivers up to max queued events (all when max <= 0), stopping early when
+ * hold (may be NULL) says so; returns how many. *held (may be NULL) tells
+ * whether hold stopped it (events remain, left for a later drain). */
 int capture__drain_hold(struct capture *cap, int max, capture_hold_fn hold, void *ctx, bool *held);
 
 int capture__trace(struct capture *cap, uint32_t tgid, uint32_t service_id);

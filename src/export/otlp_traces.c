@@ -602,8 +602,3 @@ bool otlp_traces__nearly_full(const struct otlp_traces *t)
 	uint32_t margin = t->queue_size / 4 < 256 ? t->queue_size / 4 : 256;
 	return t->stats.queued + margin >= t->queue_size;
 }
-
-uint64_t otlp_traces__exported(const struct otlp_traces *t)
-{
-	return t->stats.exported;
-}

@@ -39,8 +39,6 @@ void otlp_traces__stats(const struct otlp_traces *t, struct otlp_traces_stats *o
 /* Whether the queue has room left for fewer than a quarter of
  * max_queue_size spans, or 256 (what a drain's next records could make). */
 bool otlp_traces__nearly_full(const struct otlp_traces *t);
-/* Spans handed to the client so far: grows as the backend answers. */
-uint64_t otlp_traces__exported(const struct otlp_traces *t);
 
 /* ---- the encoder, also used by the unit tests and bench/encode_spans.c
  *

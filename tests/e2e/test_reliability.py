@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (APPS, RSS_SLACK, built_with_asan, config_for_ports, free_port,
+from conftest import (APPS, ROOT, RSS_SLACK, built_with_asan, config_for_ports, free_port,
                       needs_root, run_gated_forker, wait_for, wait_port)
 from otlp_fixtures import attrs, otlp_receiver  # noqa: F401  (fixture)
 from test_reliability_helpers import (bpf_objects, live_bpf_ids, map_id_by_name, map_keys_u32,
@@ -454,7 +454,6 @@ http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
              what="a request after the overflow to be reported")
 
 
-ROOT = Path(__file__).resolve().parents[2]
 SOAK = ROOT / "tests" / "soak"
 COUNT = "http_server_request_duration_seconds_count"
 
