@@ -143,7 +143,9 @@ RESET_SERVER = ACCEPT_LOOP + r"""    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Leng
 """
 
 RESET_CLIENT = r"""
-import socket, sys, time
+import os, socket, sys, time
+while not os.path.exists(sys.argv[3]):  # until rastro traces this process
+    time.sleep(0.01)
 for _ in range(int(sys.argv[2])):
     s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -176,11 +178,15 @@ def test_data_read_after_a_reset_leaves_no_state(rastro, servers, tmp_path, hook
     r = rastro('discovery:\n  instrument:\n    - exe_path: "*/resetclient"\n'
                '      name: resetclient\n', env={"RASTRO_EBPF_HOOKS": hooks,
                                                   "RASTRO_PROMETHEUS_PORT": str(prom)})
-    cli = subprocess.Popen([str(exe), str(tmp_path / "cli.py"), str(port), "20"],
+    go = tmp_path / "go"
+    cli = subprocess.Popen([str(exe), str(tmp_path / "cli.py"), str(port), "20", str(go)],
                            stdout=subprocess.PIPE, text=True)
     try:
-        assert cli.stdout.readline().strip() == "done"
+        # Its first request must not race its discovery (an exec is seen
+        # within milliseconds, but a loaded host can delay the agent).
         r.wait_traced(cli.pid)
+        go.write_text("")
+        assert cli.stdout.readline().strip() == "done"
         r.wait_records(20, lambda x: x["kind"] == "CLIENT")
         conns = map_id_by_name(bpf_objects(r.proc.pid), "conns")
         assert cli.pid not in conns_tgids(conns)
