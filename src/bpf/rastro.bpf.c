@@ -877,7 +877,8 @@ static __always_inline bool merge_sendfile(struct scratch *s, struct sock *sk, _
 
 /* Connection c's end: its close event. */
 static __always_inline void close_event(struct rastro_close_event *e, const struct rastro_conn *c,
-					__u32 flags, __u64 ts, __u32 held_cpu, __u32 held_gen)
+					__u32 flags, __u64 ts, __u32 held_cpu, __u32 held_gen,
+					const struct sock *sk, __u32 unread)
 {
 	e->hdr.type = RASTRO_EV_CLOSE;
 	e->hdr._pad = 0;
@@ -887,7 +888,8 @@ static __always_inline void close_event(struct rastro_close_event *e, const stru
 	e->flags = flags;
 	e->held_cpu = held_cpu;
 	e->held_gen = held_gen;
-	e->_pad = 0;
+	e->unread = unread;
+	e->sock = (__u64)sk;
 }
 
 /*
@@ -900,7 +902,8 @@ static __always_inline void close_event(struct rastro_close_event *e, const stru
  * this CPU holds nothing, or cannot add to what it holds now: the caller
  * sends it alone.
  */
-static __always_inline bool hold_close(struct rastro_conn *c, __u32 flags, __u64 ts)
+static __always_inline bool hold_close(struct rastro_conn *c, __u32 flags, __u64 ts,
+				       const struct sock *sk, __u32 unread)
 {
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
@@ -910,7 +913,7 @@ static __always_inline bool hold_close(struct rastro_conn *c, __u32 flags, __u64
 	struct rastro_close_event *e = (void *)hold_begin(s, 0, &after_cpu1, &after_gen);
 	if (!e)
 		return false;
-	close_event(e, c, flags, ts, 0, 0);
+	close_event(e, c, flags, ts, 0, 0, sk, unread);
 	if (!s->batch.count) /* hold_begin delivered a full batch */
 		batch_start(s, c->tgid);
 	s->batch.hdr.ts_ns = ts;
@@ -960,6 +963,8 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 		service_id = t->service_id;
 		if (open)
 			c = conn_get(sk, tgid, service_id, role, false);
+		else /* the connection's end, which any CPU may hold, goes first */
+			flush_all();
 	}
 	/* Earlier events of this connection still held by another CPU go
 	 * first (see hold_begin). When that CPU's lock could not be had, this
@@ -1283,7 +1288,17 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 		c->fin_notified = 1;
 		__u32 flags = newstate == TCP_CLOSE ? RASTRO_CLOSE_F_FINAL : RASTRO_CLOSE_F_LOCAL_FIN;
 		__u64 ts = bpf_ktime_get_ns();
-		if (hold_close(c, flags, ts))
+		/* A peer's reset leaves what it sent before readable (a close()
+		 * with unread data empties the queue first): the process may
+		 * still read a response, which the agent must add to this
+		 * connection (its events have no state: emit_data). */
+		__u32 unread = 0;
+		if (newstate == TCP_CLOSE && sk->sk_receive_queue.qlen) {
+			struct tcp_sock *tp =
+				bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+			unread = tp->rcv_nxt - tp->copied_seq;
+		}
+		if (hold_close(c, flags, ts, sk, unread))
 			goto forget;
 		flush_cpu(); /* what this CPU holds goes before the end */
 		/* Events of this connection another CPU still holds (a peer's
@@ -1293,7 +1308,7 @@ int BPF_PROG(rastro_sock_state, const struct sock *sk, const int oldstate, const
 		__u32 held_cpu = held_still(c) ? c->held_cpu : 0, held_gen = c->held_gen;
 		struct rastro_close_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (e) {
-			close_event(e, c, flags, ts, held_cpu, held_gen);
+			close_event(e, c, flags, ts, held_cpu, held_gen, sk, unread);
 			bpf_ringbuf_submit(e, wakeup_flags());
 		} else {
 			stat_inc(RASTRO_LOSS_CONTROL_RINGBUF);

@@ -155,7 +155,12 @@ struct rastro_close_event {
 	 * (or a later one of that CPU). 0: nothing held elsewhere. */
 	__u32 held_cpu;
 	__u32 held_gen;
-	__u32 _pad;
+	/* Bytes the peer sent that the process had not read yet when a reset
+	 * closed the socket (they stay readable): its later reads come as data
+	 * events without connection state whose conn_id is `sock`, the
+	 * socket's address. 0: none (every other end). */
+	__u32 unread;
+	__u64 sock;
 };
 
 struct rastro_proc_event {

@@ -93,6 +93,13 @@ static void collect_pipeline(const struct self_stats *st, struct self_family *f,
 	sample(f, st->conns.unordered);
 	emit(f, fn, ctx);
 
+	begin(f, "rastro_late_reads",
+	      "Reads of bytes a peer sent before it reset the connection, read by the process "
+	      "after the reset (a response followed by a reset): added to that connection, "
+	      "whose kernel state the reset had ended.", "{event}", true);
+	sample(f, st->conns.late_reads);
+	emit(f, fn, ctx);
+
 	begin(f, "rastro_events_lost",
 	      "Events lost, by where (kernel: never delivered; parser: dropped or cut short "
 	      "by a protocol parser) and cause.",

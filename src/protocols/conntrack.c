@@ -54,6 +54,7 @@ struct conn {
 	uint8_t detect_attempts;
 	bool seq_known[2];
 	bool waiting; /* has events in ct->waits */
+	bool late;    /* ended by a reset, waits for its unread bytes (ct->late) */
 };
 
 /* A data event read before earlier events of its connection: one sent ahead
@@ -67,6 +68,24 @@ struct waiting {
 };
 
 #define NO_BATCH UINT32_MAX
+
+/*
+ * A connection a peer's reset ended while its process had not read all the
+ * peer sent yet (rastro_close_event.unread: a response the server sent
+ * before it reset the connection). The process can still read those bytes;
+ * the kernel has no state for the closed socket, so they come as events
+ * without connection state, named by the socket's address. The connection
+ * stays and parses them, until they have read that much or for LATE_NS
+ * (the process may never read them; checked by conntrack__expire, at the
+ * agent's discovery rescans); then it ends at the reset's time.
+ */
+struct late_conn {
+	struct conn *conn;
+	uint64_t sock, ts;
+	uint32_t unread;
+};
+#define LATE_MAX 1024
+#define LATE_NS 1000000000ull
 
 /* A connection's waiting events, in the order they came. */
 struct conn_wait {
@@ -96,10 +115,12 @@ struct conntrack {
 	/* Ends that wait for a CPU's batch (rastro_close_event.held_cpu): few,
 	 * and only while a peer's reset races the thread that held its data. */
 	struct pending_close {
-		uint64_t conn_id, ts, since_ns;
-		uint32_t cpu, gen;
+		uint64_t conn_id, ts, since_ns, sock;
+		uint32_t cpu, gen, unread;
 	} *pending;
 	uint32_t npending, cap_pending;
+	struct late_conn *late;
+	uint32_t nlate, cap_late;
 	/* Connections with events that wait for a batch (few, and only for as
 	 * long as a descheduled vCPU keeps that batch), and the bytes they
 	 * hold in all. */
@@ -227,8 +248,19 @@ static void lru_append(struct conntrack *ct, struct conn *c)
 
 static bool wait_release(struct conntrack *ct, uint32_t i, bool force, uint64_t now_ns);
 
+static void late_remove(struct conntrack *ct, const struct conn *c)
+{
+	for (uint32_t i = 0; i < ct->nlate; i++)
+		if (ct->late[i].conn == c) {
+			ct->late[i] = ct->late[--ct->nlate];
+			return;
+		}
+}
+
 static void conn_destroy(struct conntrack *ct, struct conn *c, uint64_t ts)
 {
+	if (c->late)
+		late_remove(ct, c);
 	/* Events still waiting for a batch are parsed before the end. */
 	for (uint32_t i = 0; c->waiting && i < ct->nwaits; i++)
 		if (ct->waits[i].conn == c)
@@ -338,10 +370,28 @@ static void detect(struct conn *c, struct chunk *ch)
 		c->opaque = true;
 }
 
+/* The connection a reset ended that an event without connection state is a
+ * late read of (struct late_conn), or NULL. */
+static struct conn *late_of(const struct conntrack *ct, const struct rastro_data_event *ev)
+{
+	for (uint32_t i = 0; i < ct->nlate; i++) {
+		struct conn *c = ct->late[i].conn;
+		if (ct->late[i].sock == ev->conn_id && c->tgid == ev->hdr.tgid &&
+		    c->tuple.remote_port == ev->tuple.remote_port)
+			return c;
+	}
+	return NULL;
+}
+
 /* The connection of an event, made at its first; NULL when it cannot be
  * (counted). */
 static struct conn *conn_of(struct conntrack *ct, const struct rastro_data_event *ev)
 {
+	if (ct->nlate && (ev->flags & RASTRO_DATA_F_NO_CONN_STATE)) {
+		struct conn *late = late_of(ct, ev);
+		if (late)
+			return late;
+	}
 	struct conn *c = ct->recent;
 	if (!c || c->id != ev->conn_id)
 		c = u64map__get(&ct->conns, ev->conn_id);
@@ -499,6 +549,24 @@ static bool wait_add(struct conntrack *ct, struct conn *c, struct conn_wait *w,
 	return true;
 }
 
+/* A connection's late read (struct late_conn) of bytes: it ends once it has
+ * read what was unread at the reset. */
+static void late_read(struct conntrack *ct, struct conn *c, uint32_t bytes)
+{
+	for (uint32_t i = 0; i < ct->nlate; i++) {
+		struct late_conn *l = &ct->late[i];
+		if (l->conn != c)
+			continue;
+		ct->stats.late_reads++;
+		if (bytes < l->unread) {
+			l->unread -= bytes;
+			return;
+		}
+		conn_destroy(ct, c, l->ts);
+		return;
+	}
+}
+
 /* An event of ct's batch being read (batch_cpu, batch_gen), of another
  * record (batch_cpu NO_BATCH), or one sent ahead of batch gen of cpu
  * (RASTRO_EV_DATA_AFTER; otherwise cpu is NO_BATCH). A connection's events
@@ -524,6 +592,8 @@ static void data_in(struct conntrack *ct, const struct rastro_data_event *ev, co
 		ct->stats.unordered++; /* out of memory: parsed now */
 	}
 	feed_event(ct, c, ev, payload);
+	if (c->late && ev->direction == RASTRO_DIR_INGRESS)
+		late_read(ct, c, ev->bytes);
 }
 
 void conntrack__on_data(struct conntrack *ct, const struct rastro_data_event *ev,
@@ -544,11 +614,36 @@ void conntrack__batch_begin(struct conntrack *ct, uint32_t cpu, uint32_t gen)
 	ct->batch_gen = gen;
 }
 
-static void end_conn(struct conntrack *ct, uint64_t conn_id, uint64_t ts)
+/* Ends c at ts, or keeps it for its late reads (struct late_conn) when the
+ * process had not read unread bytes the peer sent before its reset. */
+static void conn_end(struct conntrack *ct, struct conn *c, uint64_t ts, uint64_t sock,
+		     uint32_t unread)
+{
+	if (unread && !c->late && ct->nlate < LATE_MAX) {
+		if (ct->nlate == ct->cap_late) {
+			uint32_t cap = ct->cap_late ? 2 * ct->cap_late : 8;
+			struct late_conn *p = realloc(ct->late, cap * sizeof(*p));
+			if (!p)
+				goto end;
+			ct->late = p;
+			ct->cap_late = cap;
+		}
+		log_debug("connection %llu reset with %u bytes unread: waits for them",
+			  (unsigned long long)c->id, unread);
+		ct->late[ct->nlate++] = (struct late_conn){c, sock, ts, unread};
+		c->late = true;
+		return;
+	}
+end:
+	conn_destroy(ct, c, ts);
+}
+
+static void end_conn(struct conntrack *ct, uint64_t conn_id, uint64_t ts, uint64_t sock,
+		     uint32_t unread)
 {
 	struct conn *c = u64map__get(&ct->conns, conn_id);
 	if (c)
-		conn_destroy(ct, c, ts);
+		conn_end(ct, c, ts, sock, unread);
 }
 
 void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *ev)
@@ -558,7 +653,7 @@ void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *
 		struct conn *c = u64map__get(&ct->conns, ev->conn_id);
 		if (!c || !c->waiting) {
 			if (c)
-				conn_destroy(ct, c, ev->hdr.ts_ns);
+				conn_end(ct, c, ev->hdr.ts_ns, ev->sock, ev->unread);
 			return;
 		}
 		/* After its waiting events, which came before it. */
@@ -569,7 +664,7 @@ void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *
 		uint32_t cap = ct->cap_pending ? 2 * ct->cap_pending : 16;
 		struct pending_close *p = realloc(ct->pending, cap * sizeof(*p));
 		if (!p) { /* ends now: its last events may make it anew */
-			end_conn(ct, ev->conn_id, ev->hdr.ts_ns);
+			end_conn(ct, ev->conn_id, ev->hdr.ts_ns, ev->sock, ev->unread);
 			return;
 		}
 		ct->pending = p;
@@ -579,7 +674,7 @@ void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *
 		  (unsigned long long)ev->conn_id, cpu, gen);
 	ct->pending[ct->npending++] = (struct pending_close){
 		.conn_id = ev->conn_id, .ts = ev->hdr.ts_ns, .since_ns = ev->hdr.ts_ns,
-		.cpu = cpu, .gen = gen};
+		.sock = ev->sock, .cpu = cpu, .gen = gen, .unread = ev->unread};
 }
 
 /* Ends the connections that waited for a batch of cpu now read, or for more
@@ -590,9 +685,9 @@ static void end_pending(struct conntrack *ct, uint32_t cpu, uint64_t now_ns)
 		struct pending_close *p = &ct->pending[i];
 		if ((p->cpu == cpu && batch_read(ct, cpu, p->gen)) ||
 		    p->since_ns + 1000000000ull < now_ns) {
-			uint64_t id = p->conn_id, ts = p->ts;
+			struct pending_close done = *p;
 			*p = ct->pending[--ct->npending];
-			end_conn(ct, id, ts);
+			end_conn(ct, done.conn_id, done.ts, done.sock, done.unread);
 		} else {
 			i++;
 		}
@@ -629,6 +724,13 @@ void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns)
 		      wait_release(ct, i, false, now_ns)))
 			i++;
 	end_pending(ct, UINT32_MAX, now_ns);
+	for (uint32_t i = 0; i < ct->nlate;) {
+		struct late_conn *l = &ct->late[i];
+		if (l->ts + LATE_NS < now_ns)
+			conn_destroy(ct, l->conn, l->ts); /* entry i is now another's */
+		else
+			i++;
+	}
 	while (ct->lru_head && ct->lru_head->last_ns + idle_ns < now_ns) {
 		log_debug("connection %llu idle for long: forgotten",
 			  (unsigned long long)ct->lru_head->id);
@@ -686,5 +788,6 @@ void conntrack__free(struct conntrack *ct)
 	u64map__free(&ct->conns);
 	free(ct->batch_seen);
 	free(ct->pending);
+	free(ct->late);
 	free(ct);
 }

@@ -165,7 +165,10 @@ def test_data_read_after_a_reset_leaves_no_state(rastro, servers, tmp_path, hook
     fallback an entry of the conns map that nothing would free, and that a
     later socket at the same address would inherit; with the socket hooks a
     socket storage entry freed only with the socket, uncounted, so that
-    rastro_kernel_connections would stay above zero."""
+    rastro_kernel_connections would stay above zero. The response it read is
+    still its request's: the connection waits for the bytes that were unread
+    at the reset (one late read each), and no request is reported as
+    unanswered."""
     port = free_port()
     (tmp_path / "srv.py").write_text(RESET_SERVER)
     (tmp_path / "cli.py").write_text(RESET_CLIENT)
@@ -188,10 +191,18 @@ def test_data_read_after_a_reset_leaves_no_state(rastro, servers, tmp_path, hook
         go.write_text("")
         assert cli.stdout.readline().strip() == "done"
         r.wait_records(20, lambda x: x["kind"] == "CLIENT")
+        recs = r.settle(lambda x: x["kind"] == "CLIENT")
+        assert len(recs) == 20
+        assert [(x.get("http.response.status_code"), x.get("error.type"),
+                 x.get("http.response.body.size")) for x in recs] == [(200, None, 2)] * 20
         conns = map_id_by_name(bpf_objects(r.proc.pid), "conns")
         assert cli.pid not in conns_tgids(conns)
-        # The client is alive, its 20 sockets closed: nothing tracked.
-        assert metric(self_metrics(prom), "rastro_kernel_connections") == 0
+        # The client is alive, its 20 sockets closed: nothing tracked, in
+        # the kernel or in the agent.
+        m = self_metrics(prom)
+        assert metric(m, "rastro_kernel_connections") == 0
+        assert metric(m, "rastro_connections") == 0
+        assert metric(m, "rastro_late_reads_total") == 20
     finally:
         cli.kill()
         cli.wait()

@@ -1,6 +1,7 @@
 /* libFuzzer target: the HTTP/1 head parsers, the chunked decoder and the
  * HTTP/1 session fed through the connection tracker as a sequence of syscall
- * events (direction, bytes copied, bytes not copied, closes). */
+ * events (direction, bytes copied, bytes not copied, closes, a reset's
+ * unread bytes and the reads of them that come without connection state). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,13 +41,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint32_t seq[2] = {0, 0};
 	uint64_t ts = 1;
 	size_t i = 0;
+	bool no_state = false;
 	while (i + 2 <= size) {
 		uint8_t ctl = data[i], n = data[i + 1];
 		i += 2;
-		if (ctl == 0xff) {
+		if (ctl == 0xff) { /* n bytes unread at the end: a reset's */
 			struct rastro_close_event ce = {.hdr = {.type = RASTRO_EV_CLOSE, .ts_ns = ts},
-							.conn_id = 1};
+							.conn_id = 1, .flags = RASTRO_CLOSE_F_FINAL,
+							.unread = n, .sock = 2};
 			conntrack__on_close(ct, &ce);
+			continue;
+		}
+		if (ctl == 0xfe) { /* the next event is read on the closed socket */
+			no_state = true;
+			continue;
+		}
+		if (ctl == 0xfd) { /* time passes: a reset's wait ends */
+			conntrack__expire(ct, ts += 2000000000ull, 3600000000000ull);
 			continue;
 		}
 		size_t len = n < size - i ? n : size - i;
@@ -54,7 +65,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ev->hdr.type = RASTRO_EV_DATA;
 		ev->hdr.ts_ns = ts++;
 		ev->service_id = 1;
-		ev->conn_id = 1;
+		ev->conn_id = no_state ? 2 : 1;
+		ev->flags = no_state ? RASTRO_DATA_F_NO_CONN_STATE : 0;
+		no_state = false;
 		ev->direction = ctl & 1;
 		ev->captured = (uint32_t)len;
 		ev->bytes = (uint32_t)len + ((ctl & 6) ? (uint32_t)(ctl >> 1) * 97 : 0);

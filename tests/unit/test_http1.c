@@ -528,6 +528,68 @@ static void test_not_http_is_ignored(void)
 	conntrack__free(ct);
 }
 
+/* A server's response and then its reset, read by the client after the
+ * reset: the kernel ends the connection with those bytes unread (the close
+ * event's unread and sock), and the read comes without connection state,
+ * named by the socket's address. It is the request's response. Bytes never
+ * read: the connection ends a second after the reset, the request
+ * unanswered at the reset's time. */
+static void test_late_read_after_a_reset(void)
+{
+	const char *req = "GET /r HTTP/1.1\r\nHost: h\r\n\r\n";
+	const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	uint32_t ql = (uint32_t)strlen(req), pl = (uint32_t)strlen(resp);
+	const uint64_t sock = 0xffff888012345600ull;
+	struct conntrack *ct = new_ct();
+	uint32_t seq[2] = {100, 500};
+	event(ct, 3, OUT, 10, seq, req, ql, ql);
+	struct rastro_close_event ce = {.hdr = {.type = RASTRO_EV_CLOSE, .ts_ns = 20},
+					.conn_id = 3, .flags = RASTRO_CLOSE_F_FINAL,
+					.unread = pl, .sock = sock};
+	conntrack__on_close(ct, &ce);
+	CHECK_INT(nrecs, 0);
+	/* Another socket's event without state is not this connection's. */
+	struct rastro_data_event *ev = make_event(sock + 64, IN, 30, 900, resp, pl, pl);
+	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
+	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+	CHECK_INT(nrecs, 0);
+	/* The response in two reads: the connection ends after the second. */
+	ev = make_event(sock, IN, 70, 500, resp, 10, 10);
+	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
+	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+	CHECK_INT(nrecs, 0);
+	ev = make_event(sock, IN, 71, 510, resp + 10, pl - 10, pl - 10);
+	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
+	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+	CHECK_INT(nrecs, 1);
+	if (nrecs == 1) {
+		CHECK_STR(recs[0].path, "/r");
+		CHECK_INT(recs[0].status, 200);
+		CHECK_STR(recs[0].err, "");
+		CHECK_INT(recs[0].end, 71);
+		CHECK_INT(recs[0].resp_body, 2);
+	}
+	struct conntrack_stats st;
+	conntrack__stats(ct, &st);
+	CHECK_INT(st.late_reads, 2);
+	CHECK_INT(st.connections, 1); /* the other socket's, without a protocol */
+
+	/* Never read: unanswered, at the reset, once a second has passed. */
+	event(ct, 4, OUT, 1000, seq, req, ql, ql);
+	ce.hdr.ts_ns = 2000;
+	ce.conn_id = 4;
+	conntrack__on_close(ct, &ce);
+	conntrack__expire(ct, 2000 + 1000000000ull, 3600000000000ull);
+	CHECK_INT(nrecs, 1);
+	conntrack__expire(ct, 2000 + 1000000001ull, 3600000000000ull);
+	CHECK_INT(nrecs, 2);
+	if (nrecs == 2) {
+		CHECK_STR(recs[1].err, "no_response");
+		CHECK_INT(recs[1].end, 2000);
+	}
+	conntrack__free(ct);
+}
+
 int main(void)
 {
 	cfg.max_path_length = 512;
@@ -542,6 +604,7 @@ int main(void)
 	test_uncaptured_bytes();
 	test_close_without_response_and_gap();
 	test_events_sent_ahead();
+	test_late_read_after_a_reset();
 	test_not_http_is_ignored();
 	return check_done("test_http1");
 }
