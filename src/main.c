@@ -76,6 +76,9 @@ static void on_request(void *ctx, struct request *r)
 		app__export_span(app, r);
 }
 
+/* A drain read an exec or listen() event (see DISCOVERY_FOLLOW_MS). */
+static bool discovery_events;
+
 static void on_event(void *ctx, const void *data, size_t size)
 {
 	struct app *app = ctx;
@@ -129,9 +132,11 @@ static void on_event(void *ctx, const void *data, size_t size)
 			conntrack__on_close(app->ct, data);
 		break;
 	case RASTRO_EV_EXEC:
+	case RASTRO_EV_LISTEN:
+		discovery_events = true;
+		/* fall through */
 	case RASTRO_EV_FORK:
 	case RASTRO_EV_EXIT:
-	case RASTRO_EV_LISTEN:
 		if (size >= sizeof(struct rastro_proc_event))
 			discovery__on_event(app->disc, data);
 		break;
@@ -196,6 +201,15 @@ static void deliver_held(struct app *app, bool force)
 #define HOLD_MAX_MS 200
 #define HOLD_RETRY_MS 5
 
+/* An exec or a listen() wakes the agent at once, but at most once every 2 ms
+ * (rastro.bpf.c, proc_wakeup_flags): one that comes in that window after the
+ * agent has drained waits for the next wakeup, which the poll timer of an
+ * idle agent may put 500 ms away, and a client started that way would make
+ * its first requests untraced. A drain that read such an event comes back
+ * once the window is over. An exec storm costs at most one more wakeup per
+ * wakeup it causes. */
+#define DISCOVERY_FOLLOW_MS 3
+
 static bool ring_watched = true;
 static uint64_t hold_since_ns, hold_exported;
 
@@ -245,10 +259,13 @@ static void drain(void *ctx)
 		poll_ms = app->cfg.poll_ms;
 	else if (poll_ms < IDLE_POLL_MAX_MS)
 		poll_ms = poll_ms * 2 < IDLE_POLL_MAX_MS ? poll_ms * 2 : IDLE_POLL_MAX_MS;
+	uint64_t next = held && HOLD_RETRY_MS < poll_ms ? HOLD_RETRY_MS : poll_ms;
+	if (discovery_events && DISCOVERY_FOLLOW_MS < next)
+		next = DISCOVERY_FOLLOW_MS;
+	discovery_events = false;
 	if (poll_timer)
 		loop__cancel(app->loop, poll_timer);
-	poll_timer = loop__after(app->loop, held && HOLD_RETRY_MS < poll_ms ? HOLD_RETRY_MS : poll_ms,
-				 poll_tick, app);
+	poll_timer = loop__after(app->loop, next, poll_tick, app);
 }
 
 /* The ring buffer and more_fd only wake the loop: drain, the loop's idle

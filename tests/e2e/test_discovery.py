@@ -1,5 +1,6 @@
 """Discovery: Beyla's selectors and environment variables, default names,
 prefork workers, processes that come and go."""
+import datetime
 import os
 import re
 import shutil
@@ -158,6 +159,55 @@ def test_client_traced_from_its_first_request(rastro, servers, tmp_path):
     # (query values are redacted in url.full)
     assert [x["url.full"] for x in recs] == [f"http://127.0.0.1:{port}/products?run=?"] * runs
     assert {x["service.name"] for x in recs} == {"legacy-curl"}
+
+
+TWO_LISTENS = r"""
+import socket, sys, time
+def listener(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    return s
+first, second = listener(int(sys.argv[1])), listener(int(sys.argv[2]))
+first.listen(8)
+t = time.time()
+while time.time() - t < 0.0005:  # inside rastro's 2 ms window, after its drain
+    pass
+second.listen(8)
+print(time.time(), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_listen_inside_the_wakeup_window_is_not_left_waiting(rastro, tmp_path):
+    """A listen() (or an exec) wakes rastro at once, at most once every 2 ms.
+    A process that listens on a port no rule selects, then half a millisecond
+    later on one that is selected: the first listen() woke rastro, which drained
+    it before the second came, inside the window. The drain comes back when
+    the window is over: the process is traced within milliseconds (about 2 in
+    our runs), not at the next periodic drain (ebpf.poll_interval, 1 s here:
+    about 1,000 ms, and 49 ms with the default 50 ms, before that drain)."""
+    other, port = free_port(), free_port()
+    (tmp_path / "two.py").write_text(TWO_LISTENS)
+    r = rastro(f"discovery:\n  instrument:\n    - open_ports: {port}\n      name: two\n",
+               env={"RASTRO_POLL_INTERVAL": "1s"})
+    delays = []
+    for _ in range(3):
+        time.sleep(1.2)  # an idle agent, its last wakeup long past
+        p = subprocess.Popen(["/usr/bin/python3", str(tmp_path / "two.py"), str(other),
+                              str(port)], stdout=subprocess.PIPE, text=True)
+        try:
+            listened = float(p.stdout.readline())
+            r.wait_traced(p.pid)
+            stamp = re.search(rf"^(\S+) INFO  rastro: instrumenting pid {p.pid} ", r.stderr(),
+                              re.M).group(1)
+            traced = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+            delays.append(traced - listened)
+        finally:
+            p.kill()
+            p.wait()
+    assert max(delays) < 0.3, f"traced {delays} s after its listen()"
 
 
 def start_forker(rastro, servers, tmp_path, env):
