@@ -77,7 +77,8 @@ struct waiting {
  * without connection state, named by the socket's address. The connection
  * stays and parses them, until they have read that much or for LATE_NS
  * (the process may never read them; checked by conntrack__expire, at the
- * agent's discovery rescans); then it ends at the reset's time.
+ * agent's discovery rescans); then it ends at its last read, or at the
+ * reset when none came (late_end).
  */
 struct late_conn {
 	struct conn *conn;
@@ -247,6 +248,13 @@ static void lru_append(struct conntrack *ct, struct conn *c)
 }
 
 static bool wait_release(struct conntrack *ct, uint32_t i, bool force, uint64_t now_ns);
+
+/* When a connection kept for its late reads ends (a request read after the
+ * reset, whose response cannot go out, ends there, not before it began). */
+static uint64_t late_end(const struct late_conn *l)
+{
+	return l->conn->last_ns > l->ts ? l->conn->last_ns : l->ts;
+}
 
 static void late_remove(struct conntrack *ct, const struct conn *c)
 {
@@ -562,7 +570,7 @@ static void late_read(struct conntrack *ct, struct conn *c, uint32_t bytes)
 			l->unread -= bytes;
 			return;
 		}
-		conn_destroy(ct, c, l->ts);
+		conn_destroy(ct, c, late_end(l));
 		return;
 	}
 }
@@ -727,7 +735,7 @@ void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns)
 	for (uint32_t i = 0; i < ct->nlate;) {
 		struct late_conn *l = &ct->late[i];
 		if (l->ts + LATE_NS < now_ns)
-			conn_destroy(ct, l->conn, l->ts); /* entry i is now another's */
+			conn_destroy(ct, l->conn, late_end(l)); /* entry i is now another's */
 		else
 			i++;
 	}

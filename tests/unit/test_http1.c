@@ -587,6 +587,23 @@ static void test_late_read_after_a_reset(void)
 		CHECK_STR(recs[1].err, "no_response");
 		CHECK_INT(recs[1].end, 2000);
 	}
+
+	/* A server that reads a request after its client's reset: it cannot
+	 * answer; the request ends when it was read, not at the reset before. */
+	ce.hdr.ts_ns = 3000;
+	ce.conn_id = 5;
+	ce.unread = ql;
+	event(ct, 5, IN, 2900, seq, "", 0, 0); /* the connection, known before */
+	conntrack__on_close(ct, &ce);
+	ev = make_event(sock, IN, 3050, 100, req, ql, ql);
+	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
+	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+	CHECK_INT(nrecs, 3);
+	if (nrecs == 3) {
+		CHECK_STR(recs[2].path, "/r");
+		CHECK_INT(recs[2].start, 3050);
+		CHECK_INT(recs[2].end, 3050);
+	}
 	conntrack__free(ct);
 }
 
