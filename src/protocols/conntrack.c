@@ -627,6 +627,15 @@ void conntrack__batch_begin(struct conntrack *ct, uint32_t cpu, uint32_t gen)
 static void conn_end(struct conntrack *ct, struct conn *c, uint64_t ts, uint64_t sock,
 		     uint32_t unread)
 {
+	if (unread && !c->late) {
+		/* A socket at the same address as one still kept: that one was
+		 * freed, its unread bytes with it, before the address was reused. */
+		for (uint32_t i = 0; i < ct->nlate; i++)
+			if (ct->late[i].sock == sock) {
+				conn_destroy(ct, ct->late[i].conn, late_end(&ct->late[i]));
+				break;
+			}
+	}
 	if (unread && !c->late && ct->nlate < LATE_MAX) {
 		if (ct->nlate == ct->cap_late) {
 			uint32_t cap = ct->cap_late ? 2 * ct->cap_late : 8;

@@ -588,6 +588,32 @@ static void test_late_read_after_a_reset(void)
 		CHECK_INT(recs[1].end, 2000);
 	}
 
+	/* A socket whose unread bytes were never read, then another one at the
+	 * same address (the first was freed), reset too: the late read is the
+	 * second's, and the first ends, unanswered, when the second is kept. */
+	event(ct, 6, OUT, 2500, seq, req, ql, ql);
+	ce.hdr.ts_ns = 2510;
+	ce.conn_id = 6;
+	conntrack__on_close(ct, &ce);
+	CHECK_INT(nrecs, 2);
+	event(ct, 7, OUT, 2600, seq, "GET /s HTTP/1.1\r\n\r\n", 19, 19);
+	ce.hdr.ts_ns = 2610;
+	ce.conn_id = 7;
+	conntrack__on_close(ct, &ce);
+	CHECK_INT(nrecs, 3);
+	ev = make_event(sock, IN, 2620, 500, resp, pl, pl);
+	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
+	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+	CHECK_INT(nrecs, 4);
+	if (nrecs == 4) {
+		CHECK_STR(recs[2].path, "/r");
+		CHECK_STR(recs[2].err, "no_response");
+		CHECK_INT(recs[2].end, 2510);
+		CHECK_STR(recs[3].path, "/s");
+		CHECK_INT(recs[3].status, 200);
+	}
+	nrecs = 2;
+
 	/* A server that reads a request after its client's reset: it cannot
 	 * answer; the request ends when it was read, not at the reset before. */
 	ce.hdr.ts_ns = 3000;
