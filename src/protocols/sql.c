@@ -349,6 +349,13 @@ static struct tok next_tok(struct lexer *lx)
 		} else if (c == '$' && !mysql && (e = dollar_tag(q, i, len))) {
 			const char *end = memmem(q + i + e, len - i - e, q + i, e);
 			lx->i = end ? (size_t)(end - q) + e : len;
+		} else if (c == '$' && i + 1 < len && is_digit((unsigned char)q[i + 1])) {
+			/* $1, as the sanitizer reads it: "$1e'x'" is a parameter, then a
+			 * literal, not "$" and the number "1e" */
+			e = i + 1;
+			while (e < len && is_digit((unsigned char)q[e]))
+				e++;
+			lx->i = e;
 		} else if (is_digit(c) || c == '.') {
 			lx->i = number_end(q, i, len);
 		} else if (is_literal_prefix(c) && i + 1 < len && q[i + 1] == '\'') {

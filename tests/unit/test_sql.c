@@ -172,6 +172,10 @@ static void test_summarize(void)
 		ANSI, "SELECT", "recent");
 	summary("WITH x AS (SELECT 1) INSERT INTO log SELECT * FROM x", ANSI, "INSERT", "log");
 	summary("INSERT INTO orders (product_id, qty) VALUES ($1, $2)", ANSI, "INSERT", "orders");
+	/* A parameter, then an E'' literal (not "$" and the number "1e", then a
+	 * quote whose backslash escapes nothing, swallowing FROM t): read as
+	 * the sanitizer reads it (a fuzzer's find). */
+	summary("SELECT $1e'a\\'' FROM t WHERE x = 'b'", ANSI, "SELECT", "t");
 	summary("INSERT IGNORE t VALUES (1)", MYSQL, "INSERT", "t");
 	summary("REPLACE INTO t (a) VALUES (1)", MYSQL, "REPLACE", "t");
 	summary("update ONLY accounts set x = 1", ANSI, "UPDATE", "accounts");
