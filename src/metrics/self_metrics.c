@@ -100,6 +100,14 @@ static void collect_pipeline(const struct self_stats *st, struct self_family *f,
 	sample(f, st->conns.late_reads);
 	emit(f, fn, ctx);
 
+	begin(f, "rastro_late_connections_not_kept",
+	      "Connections a peer's reset ended with bytes the process had not read yet that the "
+	      "agent could not keep for those reads (1,024 kept already, or out of memory): "
+	      "their request is reported unanswered even if the process reads a response.",
+	      "{connection}", true);
+	sample(f, st->conns.late_not_kept);
+	emit(f, fn, ctx);
+
 	begin(f, "rastro_events_lost",
 	      "Events lost, by where (kernel: never delivered; parser: dropped or cut short "
 	      "by a protocol parser) and cause.",

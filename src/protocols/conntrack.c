@@ -652,6 +652,8 @@ static void conn_end(struct conntrack *ct, struct conn *c, uint64_t ts, uint64_t
 		return;
 	}
 end:
+	if (unread && !c->late)
+		ct->stats.late_not_kept++;
 	conn_destroy(ct, c, ts);
 }
 

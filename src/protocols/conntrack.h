@@ -23,6 +23,7 @@ struct conntrack_stats {
 	uint64_t reordered; /* events that waited for a batch with earlier ones */
 	uint64_t unordered; /* events parsed before earlier ones of their connection */
 	uint64_t late_reads; /* reads of a reset connection's last bytes (late_conn) */
+	uint64_t late_not_kept; /* reset with bytes unread, not kept for them (LATE_MAX) */
 	uint64_t counters[CONN__COUNTERS];
 };
 

@@ -630,6 +630,21 @@ static void test_late_read_after_a_reset(void)
 		CHECK_INT(recs[2].start, 3050);
 		CHECK_INT(recs[2].end, 3050);
 	}
+
+	/* Past 1,024 kept, a connection reset with bytes unread ends at once:
+	 * counted. */
+	conntrack__stats(ct, &st);
+	CHECK_INT(st.late_not_kept, 0);
+	for (uint64_t i = 0; i < 1025; i++) {
+		event(ct, 100 + i, OUT, 4000, seq, req, ql, ql);
+		ce.hdr.ts_ns = 4001;
+		ce.conn_id = 100 + i;
+		ce.sock = sock + 4096 * (i + 1);
+		conntrack__on_close(ct, &ce);
+	}
+	conntrack__stats(ct, &st);
+	CHECK_INT(st.late_not_kept, 1);
+	CHECK_INT(st.connections, 1 + 1024);
 	conntrack__free(ct);
 }
 
