@@ -528,6 +528,16 @@ static void test_not_http_is_ignored(void)
 	conntrack__free(ct);
 }
 
+/* An event read on a socket already closed, named by its address (sock):
+ * without connection state, as the kernel sends it. */
+static void late_event(struct conntrack *ct, uint64_t sock, int dir, uint64_t ts, uint32_t seq,
+		       const char *data, uint32_t captured, uint32_t bytes)
+{
+	struct rastro_data_event *ev = make_event(sock, dir, ts, seq, data, captured, bytes);
+	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
+	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+}
+
 /* A server's response and then its reset, read by the client after the
  * reset: the kernel ends the connection with those bytes unread (the close
  * event's unread and sock), and the read comes without connection state,
@@ -549,18 +559,12 @@ static void test_late_read_after_a_reset(void)
 	conntrack__on_close(ct, &ce);
 	CHECK_INT(nrecs, 0);
 	/* Another socket's event without state is not this connection's. */
-	struct rastro_data_event *ev = make_event(sock + 64, IN, 30, 900, resp, pl, pl);
-	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
-	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+	late_event(ct, sock + 64, IN, 30, 900, resp, pl, pl);
 	CHECK_INT(nrecs, 0);
 	/* The response in two reads: the connection ends after the second. */
-	ev = make_event(sock, IN, 70, 500, resp, 10, 10);
-	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
-	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+	late_event(ct, sock, IN, 70, 500, resp, 10, 10);
 	CHECK_INT(nrecs, 0);
-	ev = make_event(sock, IN, 71, 510, resp + 10, pl - 10, pl - 10);
-	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
-	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+	late_event(ct, sock, IN, 71, 510, resp + 10, pl - 10, pl - 10);
 	CHECK_INT(nrecs, 1);
 	if (nrecs == 1) {
 		CHECK_STR(recs[0].path, "/r");
@@ -601,9 +605,7 @@ static void test_late_read_after_a_reset(void)
 	ce.conn_id = 7;
 	conntrack__on_close(ct, &ce);
 	CHECK_INT(nrecs, 3);
-	ev = make_event(sock, IN, 2620, 500, resp, pl, pl);
-	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
-	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+	late_event(ct, sock, IN, 2620, 500, resp, pl, pl);
 	CHECK_INT(nrecs, 4);
 	if (nrecs == 4) {
 		CHECK_STR(recs[2].path, "/r");
@@ -621,9 +623,7 @@ static void test_late_read_after_a_reset(void)
 	ce.unread = ql;
 	event(ct, 5, IN, 2900, seq, "", 0, 0); /* the connection, known before */
 	conntrack__on_close(ct, &ce);
-	ev = make_event(sock, IN, 3050, 100, req, ql, ql);
-	ev->flags = RASTRO_DATA_F_NO_CONN_STATE;
-	conntrack__on_data(ct, ev, (const char *)(ev + 1));
+	late_event(ct, sock, IN, 3050, 100, req, ql, ql);
 	CHECK_INT(nrecs, 3);
 	if (nrecs == 3) {
 		CHECK_STR(recs[2].path, "/r");
