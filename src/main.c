@@ -76,7 +76,16 @@ static void on_request(void *ctx, struct request *r)
 		app__export_span(app, r);
 }
 
-/* A drain read an exec or listen() event (see DISCOVERY_FOLLOW_MS). */
+/* An exec or a listen() wakes the agent at once, but at most once every 2 ms
+ * (rastro.bpf.c, proc_wakeup_flags): one that comes in that window after the
+ * agent has drained waits for the next wakeup, which the poll timer of an
+ * idle agent may put 500 ms away, and a client started that way would make
+ * its first requests untraced. A drain that read such an event comes back
+ * once the window is over. An exec storm costs at most one more wakeup per
+ * wakeup it causes. */
+#define DISCOVERY_FOLLOW_MS 3
+
+/* A drain read an exec or listen() event. */
 static bool discovery_events;
 
 static void on_event(void *ctx, const void *data, size_t size)
@@ -200,15 +209,6 @@ static void deliver_held(struct app *app, bool force)
  */
 #define HOLD_MAX_MS 200
 #define HOLD_RETRY_MS 5
-
-/* An exec or a listen() wakes the agent at once, but at most once every 2 ms
- * (rastro.bpf.c, proc_wakeup_flags): one that comes in that window after the
- * agent has drained waits for the next wakeup, which the poll timer of an
- * idle agent may put 500 ms away, and a client started that way would make
- * its first requests untraced. A drain that read such an event comes back
- * once the window is over. An exec storm costs at most one more wakeup per
- * wakeup it causes. */
-#define DISCOVERY_FOLLOW_MS 3
 
 static bool ring_watched = true;
 static uint64_t hold_since_ns, hold_exported;

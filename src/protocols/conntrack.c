@@ -514,6 +514,21 @@ static bool wait_release(struct conntrack *ct, uint32_t i, bool force, uint64_t 
 	return true;
 }
 
+/* Makes room for one more element in the array *arr of n elements of size
+ * elem (capacity *cap, doubled from `first`); false when out of memory. */
+static bool room_for_one(void *arr, uint32_t n, uint32_t *cap, size_t elem, uint32_t first)
+{
+	if (n < *cap)
+		return true;
+	uint32_t c = *cap ? 2 * *cap : first;
+	void *p = realloc(*(void **)arr, c * elem);
+	if (!p)
+		return false;
+	*(void **)arr = p;
+	*cap = c;
+	return true;
+}
+
 /* Queues an event of c (which has waiting events when w is not NULL) to be
  * parsed after batch gen of cpu (NO_BATCH: after the ones before it); false
  * when out of memory. */
@@ -521,14 +536,8 @@ static bool wait_add(struct conntrack *ct, struct conn *c, struct conn_wait *w,
 		     const struct rastro_data_event *ev, const char *payload, uint32_t cpu,
 		     uint32_t gen)
 {
-	if (!w && ct->nwaits == ct->cap_waits) {
-		uint32_t cap = ct->cap_waits ? 2 * ct->cap_waits : 8;
-		struct conn_wait *p = realloc(ct->waits, cap * sizeof(*p));
-		if (!p)
-			return false;
-		ct->waits = p;
-		ct->cap_waits = cap;
-	}
+	if (!w && !room_for_one(&ct->waits, ct->nwaits, &ct->cap_waits, sizeof(*ct->waits), 8))
+		return false;
 	struct waiting *e = malloc(sizeof(*e) + ev->captured);
 	if (!e)
 		return false;
@@ -627,34 +636,27 @@ void conntrack__batch_begin(struct conntrack *ct, uint32_t cpu, uint32_t gen)
 static void conn_end(struct conntrack *ct, struct conn *c, uint64_t ts, uint64_t sock,
 		     uint32_t unread)
 {
-	if (unread && !c->late) {
-		/* A socket at the same address as one still kept: that one was
-		 * freed, its unread bytes with it, before the address was reused. */
-		for (uint32_t i = 0; i < ct->nlate; i++)
-			if (ct->late[i].sock == sock) {
-				conn_destroy(ct, ct->late[i].conn, late_end(&ct->late[i]));
-				break;
-			}
-	}
-	if (unread && !c->late && ct->nlate < LATE_MAX) {
-		if (ct->nlate == ct->cap_late) {
-			uint32_t cap = ct->cap_late ? 2 * ct->cap_late : 8;
-			struct late_conn *p = realloc(ct->late, cap * sizeof(*p));
-			if (!p)
-				goto end;
-			ct->late = p;
-			ct->cap_late = cap;
-		}
-		log_debug("connection %llu reset with %u bytes unread: waits for them",
-			  (unsigned long long)c->id, unread);
-		ct->late[ct->nlate++] = (struct late_conn){c, sock, ts, unread};
-		c->late = true;
+	if (!unread || c->late) {
+		conn_destroy(ct, c, ts);
 		return;
 	}
-end:
-	if (unread && !c->late)
+	/* A socket at the same address as one still kept: that one was freed,
+	 * its unread bytes with it, before the address was reused. */
+	for (uint32_t i = 0; i < ct->nlate; i++)
+		if (ct->late[i].sock == sock) {
+			conn_destroy(ct, ct->late[i].conn, late_end(&ct->late[i]));
+			break;
+		}
+	if (ct->nlate == LATE_MAX ||
+	    !room_for_one(&ct->late, ct->nlate, &ct->cap_late, sizeof(*ct->late), 8)) {
 		ct->stats.late_not_kept++;
-	conn_destroy(ct, c, ts);
+		conn_destroy(ct, c, ts);
+		return;
+	}
+	log_debug("connection %llu reset with %u bytes unread: waits for them",
+		  (unsigned long long)c->id, unread);
+	ct->late[ct->nlate++] = (struct late_conn){c, sock, ts, unread};
+	c->late = true;
 }
 
 static void end_conn(struct conntrack *ct, uint64_t conn_id, uint64_t ts, uint64_t sock,
@@ -679,15 +681,10 @@ void conntrack__on_close(struct conntrack *ct, const struct rastro_close_event *
 		struct waiting *first = wait_of(ct, c)->head;
 		cpu = first->cpu, gen = first->gen;
 	}
-	if (ct->npending == ct->cap_pending) {
-		uint32_t cap = ct->cap_pending ? 2 * ct->cap_pending : 16;
-		struct pending_close *p = realloc(ct->pending, cap * sizeof(*p));
-		if (!p) { /* ends now: its last events may make it anew */
-			end_conn(ct, ev->conn_id, ev->hdr.ts_ns, ev->sock, ev->unread);
-			return;
-		}
-		ct->pending = p;
-		ct->cap_pending = cap;
+	if (!room_for_one(&ct->pending, ct->npending, &ct->cap_pending, sizeof(*ct->pending), 16)) {
+		/* ends now: its last events may make it anew */
+		end_conn(ct, ev->conn_id, ev->hdr.ts_ns, ev->sock, ev->unread);
+		return;
 	}
 	log_debug("connection %llu ends once CPU %u's batch %u is read",
 		  (unsigned long long)ev->conn_id, cpu, gen);
