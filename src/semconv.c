@@ -132,6 +132,17 @@ const char *semconv__error_type(const struct request *r, char *buf, size_t len)
 	}
 }
 
+const char *semconv__status_message(const struct request *r, char *buf, size_t len, size_t *n)
+{
+	const char *type = semconv__error_type(r, buf, len);
+	if (type && request__has(r->error_message)) {
+		*n = r->error_message.len;
+		return request__str(r, r->error_message);
+	}
+	*n = type ? strlen(type) : 0;
+	return type;
+}
+
 bool semconv__is_error(const struct request *r)
 {
 	char buf[16];

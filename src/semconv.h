@@ -37,6 +37,10 @@ int semconv__span_kind(const struct request *r);
 bool semconv__is_error(const struct request *r);
 /* error.type value of r, or NULL when it did not fail. */
 const char *semconv__error_type(const struct request *r, char *buf, size_t len);
+/* A failed span's status description: the server's own error message where
+ * it was kept (attributes.keep_db_literals: it may quote values), else the
+ * error type. NULL when the request did not fail; *n is its length. */
+const char *semconv__status_message(const struct request *r, char *buf, size_t len, size_t *n);
 /* The name of a gRPC status code ("NOT_FOUND"), or its number as text. */
 const char *semconv__grpc_status_name(int code, char *buf, size_t len);
 

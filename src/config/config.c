@@ -238,7 +238,8 @@ static const struct setting settings[] = {
 	 "Keep url.query values in spans; by default each value is replaced by ?.", NULL},
 	{"attributes.keep_db_literals", NULL, {"RASTRO_KEEP_DB_LITERALS"}, T_BOOL,
 	 OFF(keep_db_literals), "false", 0, 0, NULL,
-	 "Keep SQL and Redis literals in db.query.text; by default they are replaced by ?.", NULL},
+	 "Keep SQL and Redis literals in db.query.text, and a database server's error message "
+	 "in the failed span's status; by default literals are replaced by ?.", NULL},
 	{"otel_export.max_queue_bytes", NULL, {"RASTRO_OTLP_MAX_QUEUE_BYTES"}, T_BYTES,
 	 OFF(otlp_max_queue_bytes), "4MiB", 65536, 1073741824, NULL,
 	 "Encoded OTLP requests held for retry, per signal; the oldest is dropped and counted "

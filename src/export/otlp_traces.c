@@ -271,9 +271,9 @@ bool span_batch__add(struct span_batch *b, const struct request *r,
 	size_t name_len = semconv__span_name(r, name, sizeof(name));
 	const char *state = request__str(r, r->tracestate);
 	size_t state_len = r->tracestate.len;
-	const char *message = semconv__error_type(r, ebuf, sizeof(ebuf));
+	size_t message_len;
+	const char *message = semconv__status_message(r, ebuf, sizeof(ebuf), &message_len);
 	bool error = message != NULL; /* semconv__is_error, without a second pass */
-	size_t message_len = message ? strlen(message) : 0;
 	/* W3C trace flags (sampled bit included), and bits 8-9: whether the
 	 * parent is remote is known (8), and it is (9): another process's span,
 	 * from a traceparent header or the client end of a traced connection. */

@@ -76,6 +76,13 @@ static void print_json(FILE *out, const struct request *r, const struct rastro_c
 	fprintf(out, ",\"process.pid\":%u,\"thread.id\":%u", r->pid, r->tid);
 	struct json_ctx j = {out};
 	semconv__span_attributes(r, cfg, json_attr, &j);
+	char ebuf[16];
+	size_t mlen;
+	const char *message = semconv__status_message(r, ebuf, sizeof(ebuf), &mlen);
+	if (message) {
+		fprintf(out, ",\"status.code\":\"ERROR\",\"status.message\":");
+		json_string(out, message, mlen);
+	}
 	fprintf(out, "}\n");
 }
 
@@ -103,8 +110,6 @@ static void print_text(FILE *out, const struct request *r, const struct rastro_c
 		char name[256];
 		semconv__span_name(r, name, sizeof(name));
 		fprintf(out, "DB %s", name);
-		if (request__has(r->db_status))
-			fprintf(out, " error=%s", request__str(r, r->db_status));
 	} else {
 		char status[8] = "-";
 		if (r->status)
@@ -122,10 +127,18 @@ static void print_text(FILE *out, const struct request *r, const struct rastro_c
 			fprintf(out, " route=%s", request__str(r, r->route));
 		fprintf(out, " req=%lluB resp=%lluB", (unsigned long long)r->request_body_bytes,
 			(unsigned long long)r->response_body_bytes);
-		char ebuf[16];
-		const char *err = semconv__error_type(r, ebuf, sizeof(ebuf));
-		if (err)
-			fprintf(out, " error=%s", err);
+	}
+	char ebuf[16];
+	const char *err = semconv__error_type(r, ebuf, sizeof(ebuf));
+	if (err)
+		fprintf(out, " error=%s", err);
+	if (err && request__has(r->error_message)) {
+		/* The server's words (attributes.keep_db_literals), on this line. */
+		fputs(" \"", out);
+		const char *m = request__str(r, r->error_message);
+		for (size_t i = 0; i < r->error_message.len; i++)
+			fputc((unsigned char)m[i] < 0x20 ? ' ' : m[i], out);
+		fputc('"', out);
 	}
 	if (server)
 		fprintf(out, " [%s:%u]->[%s:%u]", remote, r->tuple.remote_port, local, r->tuple.local_port);

@@ -324,11 +324,10 @@ static void on_err(struct my_session *s, struct my_op *op, const struct db_msg *
 	int n = snprintf(code, sizeof(code), "%u", e.code);
 	r->db_status = request__store(r, code, (size_t)n);
 	/* The message may quote values: kept only when literals are. */
-	if (conn__config(s->conn)->keep_db_literals)
-		n = snprintf(msg, sizeof(msg), "%s%s%.*s", e.sqlstate, e.sqlstate[0] ? " " : "",
-			     (int)(e.message.len < 255 ? e.message.len : 255), e.message.p);
-	else
-		n = snprintf(msg, sizeof(msg), "%s", e.sqlstate);
+	if (!conn__config(s->conn)->keep_db_literals)
+		return;
+	n = snprintf(msg, sizeof(msg), "%s%s%.*s", e.sqlstate, e.sqlstate[0] ? " " : "",
+		     (int)(e.message.len < 255 ? e.message.len : 255), e.message.p);
 	if (n > 0)
 		r->error_message = request__store(r, msg, (size_t)n);
 }

@@ -10,8 +10,9 @@ import urllib.request
 
 import pytest
 
-from conftest import APPS, config_for_ports, free_port, needs_root
+from conftest import APPS, config_for_ports, free_port, needs_root, wait_for
 from db_fixtures import MARIADB, PSQL, REDIS_CLI, mariadb, postgres, redis_server  # noqa: F401
+from otlp_fixtures import otlp_receiver  # noqa: F401  (fixture)
 
 pytestmark = needs_root
 
@@ -281,13 +282,15 @@ def test_large_result_and_large_query_keep_pairing(rastro, dbapp, postgres, mari
 
 
 def run_client(r, argv, script_lines, reconnect):
-    """Starts a client reading commands from a pipe, waits until rastro traces
-    it, has it reconnect (so the new connection's handshake is seen), then
-    feeds it the script. Returns its output."""
+    """Starts a client reading commands from a pipe, waits until rastro (or
+    each of a list of them) traces it, has it reconnect (so the new
+    connection's handshake is seen), then feeds it the script. Returns its
+    output."""
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     try:
-        r.wait_traced(p.pid)
+        for each in r if isinstance(r, list) else [r]:
+            each.wait_traced(p.pid)
         time.sleep(0.3)
         out, _ = p.communicate(reconnect + "".join(line + "\n" for line in script_lines),
                                timeout=60)
@@ -365,6 +368,55 @@ def test_redis_cli(rastro, redis_server):
         ("GET", "GET ?", "3", None)]
     assert all(s["server.port"] == redis_server.port for s in spans)
     assert "alice" not in str(spans)
+
+
+def test_server_error_message(rastro, postgres, mariadb, redis_server, otlp_receiver):
+    """A failed call's span status says what the server said when literals
+    are kept (attributes.keep_db_literals: the message may quote values), in
+    the JSON printer and the OTLP span; otherwise its error type."""
+    cfg = ("log_level: INFO\ndiscovery:\n  instrument:\n"
+           + "".join(f"    - exe_path: \"*/{exe}\"\n      name: {exe}\n"
+                     for exe in ("psql", "mariadb", "redis-cli"))
+           + "otel_traces_export:\n  schedule_delay: 100ms\n")
+    kept = rastro(cfg + "attributes:\n  keep_db_literals: true\n",
+                  env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_receiver.traces_url})
+    plain = rastro(cfg)
+    text = rastro(cfg + "attributes:\n  keep_db_literals: true\n", printer="text")
+    both = [kept, plain, text]
+    out = run_client(both, [str(PSQL), "-X", "-h", "127.0.0.1", "-p", str(postgres.port),
+                            "-U", "postgres", "-d", "postgres"],
+                     ["SELECT * FROM nope;"], reconnect="\\connect shop\n")
+    assert 'relation "nope" does not exist' in out
+    out = run_client(both, [MARIADB, "--no-defaults", "--force", "-h", "127.0.0.1", "-P",
+                            str(mariadb.port), "-uapp", "-psecret", "mysql"],
+                     ["SELECT * FROM nope;"], reconnect="connect shop 127.0.0.1;\n")
+    assert "Table 'shop.nope' doesn't exist" in out
+    out = run_client(both, [REDIS_CLI, "-p", str(redis_server.port)],
+                     ["SET user:1 alice", "INCR user:1"],
+                     reconnect=f"connect 127.0.0.1 {redis_server.port}\n")
+    assert "ERR value is not an integer or out of range" in out
+
+    def failed(r):
+        r.wait_records(3, lambda x: "status.code" in x, timeout=20)
+        return sorted((x["service.name"], x["error.type"], x["status.code"], x["status.message"])
+                      for x in r.settle() if "status.code" in x)
+    words = [("mariadb", "1146", "ERROR", "42S02 Table 'shop.nope' doesn't exist"),
+             ("psql", "42P01", "ERROR", 'relation "nope" does not exist'),
+             ("redis-cli", "ERR", "ERROR", "ERR value is not an integer or out of range")]
+    assert failed(kept) == words
+    assert failed(plain) == [(n, e, c, e) for n, e, c, _ in words]
+    # The same in the OTLP spans, as the official definitions decode them.
+    spans = otlp_receiver.wait_spans(3, pred=lambda s: "status" in s, timeout=20)
+    assert sorted((s["_resource"]["service.name"], s["status"]["code"], s["status"]["message"])
+                  for s in spans if "status" in s) == [
+        (n, "STATUS_CODE_ERROR", m) for n, _, _, m in words]
+    # The text printer: the message, quoted, after the error type.
+    wait_for(lambda: len([x for x in text.lines if " error=" in x]) >= 3, timeout=20,
+             what="the text printer's failed spans")
+    assert sorted(x[x.index(" error="):x.index(" [")] for x in text.lines if " error=" in x) == \
+        sorted(f' error={e} "{m}"' for _, e, _, m in words)
+    # Spans that did not fail carry no status.
+    assert not [x for x in kept.snapshot() if "status.code" in x and "error.type" not in x]
 
 
 QUERIES = ["SELECT name FROM users WHERE id = 42",
