@@ -473,8 +473,11 @@ int capture__flush(struct capture *cap)
 		if (!__atomic_load_n(&cap->skel->bss->batch_gen[cpu].held, __ATOMIC_RELAXED))
 			continue;
 		int err = run_flush(cap, cpu);
-		if (err == -ENXIO) /* offline: what it held is delivered from here */
+		if (err == -ENXIO) { /* offline: what it held is delivered from here */
+			log_debug("CPU %d is offline: the events it held are delivered from another",
+				  cpu);
 			err = run_flush(cap, -1);
+		}
 		if (err)
 			return err;
 	}

@@ -397,6 +397,68 @@ def test_a_thread_that_moves_keeps_its_order(rastro, servers, tmp_path):
     assert metric(m, "rastro_events_unordered_total") == 0
 
 
+# A server on port argv[1] whose main thread blocks in accept() (no timeout)
+# and serves each connection in a thread that then exits: once it has
+# answered, no thread of it runs until the next client.
+ACCEPTING_SERVER = r"""
+import socket, sys, threading
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(16)
+def serve(c):
+    c.recv(4096)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    c.close()
+while True:
+    c, _ = ls.accept()
+    t = threading.Thread(target=serve, args=(c,))
+    t.start()
+    t.join()
+"""
+CPU1_ONLINE = "/sys/devices/system/cpu/cpu1/online"
+
+
+def set_cpu1_online(on):
+    with open(CPU1_ONLINE, "w") as f:
+        f.write("1" if on else "0")
+
+
+@pytest.mark.skipif(not os.access(CPU1_ONLINE, os.W_OK), reason="CPU 1 cannot be taken offline")
+def test_events_held_on_a_cpu_taken_offline_are_delivered(rastro, servers, tmp_path):
+    """A server pinned to CPU 1 answers, and its thread exits: its request's
+    events are held on CPU 1, where nothing of the process runs again. CPU 1
+    is then taken offline. The agent's periodic drain cannot run the flush
+    there (BPF_PROG_TEST_RUN refuses an offline CPU: ENXIO) and delivers
+    that CPU's events from another: the request is reported while CPU 1 is
+    still offline. A drain that came between the answer and the offlining
+    (ebpf.poll_interval 1s: rarely) delivered normally: then it tries again."""
+    port = free_port()
+    (tmp_path / "srv.py").write_text(ACCEPTING_SERVER)
+    r = rastro(instrument((port, "pinned")).replace(
+        "discovery:", "log_level: DEBUG\nebpf:\n  poll_interval: 1s\ndiscovery:"))
+    srv = servers(["taskset", "-c", "1", "/usr/bin/python3", str(tmp_path / "srv.py"), str(port)],
+                  port, log=tmp_path / "srv.log")
+    r.wait_traced(srv.pid)
+    fallback = "CPU 1 is offline: the events it held are delivered from another"
+    for attempt in range(3):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(f"GET /offline/{attempt} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert recv_responses(s, 1)
+        set_cpu1_online(False)
+        try:
+            r.wait_records(1, lambda x: x.get("url.path") == f"/offline/{attempt}", timeout=5)
+            used = fallback in r.stderr()
+        finally:
+            set_cpu1_online(True)
+        if used:
+            break
+    assert used, r.stderr()[-3000:]
+    recs = r.settle(lambda x: x["kind"] == "SERVER")
+    assert [(x["url.path"], x["http.response.status_code"]) for x in recs] == [
+        (f"/offline/{i}", 200) for i in range(attempt + 1)]
+
+
 def check_sent_ahead(prom, n):
     m = self_metrics(prom)
     ahead, reordered = (metric(m, "rastro_events_sent_ahead_total"),
