@@ -445,7 +445,10 @@ def test_events_held_on_a_cpu_taken_offline_are_delivered(rastro, servers, tmp_p
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(f"GET /offline/{attempt} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             assert recv_responses(s, 1)
-        set_cpu1_online(False)
+        try:
+            set_cpu1_online(False)
+        except OSError as e:  # a CPU the kernel will not take down (EBUSY ...)
+            pytest.skip(f"CPU 1 cannot be taken offline here: {e}")
         try:
             r.wait_records(1, lambda x: x.get("url.path") == f"/offline/{attempt}", timeout=5)
             used = fallback in r.stderr()
