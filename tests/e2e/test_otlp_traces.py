@@ -20,7 +20,7 @@ pytestmark = needs_root
 VERSION = "0.1.0"
 # Keys of a JSON printer record that are not span attributes.
 NOT_ATTRS = {"service.name", "service.namespace", "service.instance.id", "process.pid",
-             "thread.id"}
+             "thread.id", "status.code", "status.message"}
 
 
 def get(port, path, method="GET", data=None, headers=None):
@@ -95,6 +95,11 @@ def check_span_matches_record(span, rec):
     assert span["flags"] & 0xFF == 1  # W3C sampled
     want = {k: v for k, v in rec.items() if "." in k and k not in NOT_ATTRS}
     assert attrs(span.get("attributes")) == want
+    if "status.code" in rec:  # printed for failed spans only
+        assert span["status"] == {"code": "STATUS_CODE_" + rec["status.code"],
+                                  "message": rec["status.message"]}
+    else:
+        assert "status" not in span
     res = span["_resource"]
     assert res["service.name"] == rec["service.name"]
     assert res["service.namespace"] == rec["service.namespace"]
