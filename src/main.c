@@ -164,7 +164,7 @@ static int more_fd = -1;
  * YIELD_RECORDS records: a drain turns what ebpf.poll_interval gathered into
  * spans in one go (about 1 ms of CPU at 20,000 requests a second here), and
  * a server's thread woken on this CPU meanwhile waited for all of it: nginx's
- * p99 latency at 20k was 1.0 to 1.5 ms with rastro against 0.3 without
+ * p99 latency at 20k was 1.0 to 1.9 ms with rastro against 0.3 to 0.5 without
  * (docs/performance.md). A yield with nothing else to run returns at once;
  * the agent's share of the CPU is its weight's, as before. */
 #define YIELD_RECORDS 32
