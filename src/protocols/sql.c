@@ -167,6 +167,18 @@ static size_t dollar_tag(const char *q, size_t i, size_t len)
 	return j < len && q[j] == '$' ? j - i + 1 : 0;
 }
 
+/* End of a "$1" parameter at i, or 0 when there is none. The sanitizer and
+ * the summary's lexer must read it alike (the summary cache relies on it). */
+static size_t param_end(const char *q, size_t i, size_t len)
+{
+	size_t j = i + 1;
+	if (j >= len || !is_digit((unsigned char)q[j]))
+		return 0;
+	while (j < len && is_digit((unsigned char)q[j]))
+		j++;
+	return j;
+}
+
 /* End of a number starting at i: digits, letters (hex 0x.., suffixes),
  * '_', '.', and an exponent's sign. */
 static size_t number_end(const char *q, size_t i, size_t len)
@@ -261,11 +273,8 @@ size_t sql__sanitize(const char *q, size_t len, enum sql_dialect d, bool keep, c
 			const char *end = memmem(q + i + e, len - i - e, q + i, e);
 			i = end ? (size_t)(end - q) + e : len;
 			put_literal(&o, q + start, i - start, keep);
-		} else if (c == '$' && i + 1 < len && is_digit((unsigned char)q[i + 1])) {
-			/* $1: a parameter */
-			i++;
-			while (i < len && is_digit((unsigned char)q[i]))
-				i++;
+		} else if (c == '$' && (e = param_end(q, i, len))) {
+			i = e;
 			put(&o, q + start, i - start);
 		} else if (is_literal_prefix(c) && i + 1 < len && q[i + 1] == '\'') {
 			/* X'0f', B'01', E'esc\'aped', N'national' */
@@ -349,12 +358,9 @@ static struct tok next_tok(struct lexer *lx)
 		} else if (c == '$' && !mysql && (e = dollar_tag(q, i, len))) {
 			const char *end = memmem(q + i + e, len - i - e, q + i, e);
 			lx->i = end ? (size_t)(end - q) + e : len;
-		} else if (c == '$' && i + 1 < len && is_digit((unsigned char)q[i + 1])) {
-			/* $1, as the sanitizer reads it: "$1e'x'" is a parameter, then a
-			 * literal, not "$" and the number "1e" */
-			e = i + 1;
-			while (e < len && is_digit((unsigned char)q[e]))
-				e++;
+		} else if (c == '$' && (e = param_end(q, i, len))) {
+			/* "$1e'x'" is a parameter, then a literal, not "$" and the
+			 * number "1e" */
 			lx->i = e;
 		} else if (is_digit(c) || c == '.') {
 			lx->i = number_end(q, i, len);
