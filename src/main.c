@@ -264,7 +264,7 @@ static void drain(void *ctx)
 			break;
 		sched_yield();
 	}
-	if (n == DRAIN_CHUNK && more_fd >= 0 && write(more_fd, &one, sizeof(one)) < 0)
+	if (n >= DRAIN_CHUNK && more_fd >= 0 && write(more_fd, &one, sizeof(one)) < 0)
 		log_debug("cannot signal the rest of the ring buffer: %s", strerror(errno));
 	if (held)
 		app->span_queue_waits++;
