@@ -423,6 +423,8 @@ size_t span_batch__write(const struct span_batch *b, const struct rastro_config 
 
 /* ---- the queue */
 
+#define SPARE_BATCHES 2
+
 struct otlp_traces {
 	struct loop *loop;
 	const struct rastro_config *cfg;
@@ -431,14 +433,17 @@ struct otlp_traces {
 	uint32_t batch_size, queue_size;
 
 	/* Ring of batches: the oldest (head) goes out first, spans are added
-	 * to the newest; only the newest may be partly filled. A sent batch is
-	 * kept for reuse, so steady state allocates nothing, but at most
-	 * SPARE_BATCHES of them: a backlog (the backend slow for a while)
-	 * allocates one batch per max_export_batch_size spans queued, and that
-	 * memory goes back once the backlog is sent. */
+	 * to the newest; only the newest may be partly filled. A sent batch
+	 * leaves the ring for the spares, which the next new batch takes
+	 * first, so steady state allocates nothing (the buffer keeps the size
+	 * a full batch needed); at most SPARE_BATCHES are kept: a backlog (the
+	 * backend slow for a while) allocates one batch per
+	 * max_export_batch_size spans queued, and that memory goes back once
+	 * the backlog is sent. */
 	struct span_batch **ring;
 	uint32_t nring, head, count;
-	uint32_t allocated; /* ring slots holding a batch */
+	struct span_batch *spare[SPARE_BATCHES];
+	uint32_t nspare;
 
 	int64_t timer;
 	bool due;      /* the oldest span waited schedule_delay: send partial batches */
@@ -446,8 +451,6 @@ struct otlp_traces {
 
 	struct otlp_traces_stats stats;
 };
-
-#define SPARE_BATCHES 2
 
 static void export_ready(struct otlp_traces *t)
 {
@@ -473,11 +476,11 @@ static void export_ready(struct otlp_traces *t)
 		}
 		span_batch__clear(b);
 		t->stats.queued -= n;
-		if (t->allocated - t->count >= SPARE_BATCHES) { /* that many idle besides b */
+		t->ring[t->head] = NULL;
+		if (t->nspare < SPARE_BATCHES)
+			t->spare[t->nspare++] = b;
+		else
 			span_batch__free(b);
-			t->ring[t->head] = NULL;
-			t->allocated--;
-		}
 		t->head = (t->head + 1) % t->nring;
 		t->count--;
 	}
@@ -546,6 +549,8 @@ void otlp_traces__free(struct otlp_traces *t)
 			 (unsigned long long)t->stats.queued);
 	for (uint32_t i = 0; i < t->nring; i++)
 		span_batch__free(t->ring[i]);
+	for (uint32_t i = 0; i < t->nspare; i++)
+		span_batch__free(t->spare[i]);
 	free(t->ring);
 	free(t);
 }
@@ -563,11 +568,14 @@ void otlp_traces__add(struct otlp_traces *t, const struct request *r)
 	} else {
 		slot = (t->head + t->count) % t->nring;
 		if (!t->ring[slot]) {
-			if (!(t->ring[slot] = span_batch__new())) {
+			if (t->nspare) {
+				t->ring[slot] = t->spare[--t->nspare];
+			} else if ((t->ring[slot] = span_batch__new())) {
+				t->stats.batches_allocated++;
+			} else {
 				t->stats.dropped_no_memory++;
 				return;
 			}
-			t->allocated++;
 		}
 		t->count++;
 	}

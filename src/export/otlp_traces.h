@@ -22,6 +22,7 @@ struct otlp_traces_stats {
 	uint64_t dropped_queue; /* max_queue_size reached */
 	uint64_t dropped_no_memory; /* could not be queued or encoded: out of memory */
 	uint64_t exported;      /* spans handed to the OTLP client */
+	uint64_t batches_allocated; /* span batches allocated (a sent one is reused) */
 };
 
 /* unix_offset_ns: CLOCK_REALTIME - CLOCK_MONOTONIC, read at each add (the

@@ -1,8 +1,15 @@
 /* OTLP export: retry decisions, Retry-After, backoff, endpoint URL rules, the
- * client's bounded queue, and the hand-written span encoder, whose output is
- * decoded back with the protobuf-c generated code and checked field by field. */
+ * client's bounded queue, the hand-written span encoder, whose output is
+ * decoded back with the protobuf-c generated code and checked field by field,
+ * and the span queue's reuse of its batches. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "check.h"
@@ -548,6 +555,131 @@ static void test_span_status_4xx(void)
 	config__free(&cfg);
 }
 
+/* ---- the span queue reuses its batches */
+
+/* A backend on a loopback port, in a thread: answers each OTLP request (one
+ * keep-alive connection at a time) with 200 until it has answered want. */
+struct backend {
+	int fd, port, want, answered;
+};
+
+static bool read_request(int c, char *buf, size_t cap)
+{
+	size_t len = 0;
+	char *end = NULL;
+	while (!end) {
+		if (len + 1 >= cap)
+			return false;
+		ssize_t n = read(c, buf + len, cap - 1 - len);
+		if (n <= 0)
+			return false;
+		len += (size_t)n;
+		buf[len] = '\0';
+		end = strstr(buf, "\r\n\r\n");
+	}
+	size_t body = 0;
+	for (char *h = strchr(buf, '\n'); h && h < end; h = strchr(h + 1, '\n'))
+		if (!strncasecmp(h + 1, "content-length:", 15))
+			body = strtoul(h + 16, NULL, 10);
+	size_t have = len - (size_t)(end + 4 - buf);
+	char sink[4096];
+	while (have < body) {
+		ssize_t n = read(c, sink, body - have < sizeof(sink) ? body - have : sizeof(sink));
+		if (n <= 0)
+			return false;
+		have += (size_t)n;
+	}
+	return have == body; /* the client sends one request at a time */
+}
+
+static void *backend_run(void *arg)
+{
+	struct backend *b = arg;
+	static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n"
+				 "Content-Length: 0\r\n\r\n";
+	char buf[8192];
+	while (b->answered < b->want) {
+		int c = accept(b->fd, NULL, NULL);
+		if (c < 0)
+			break;
+		while (b->answered < b->want && read_request(c, buf, sizeof(buf)) &&
+		       write(c, ok, sizeof(ok) - 1) == (ssize_t)sizeof(ok) - 1)
+			__atomic_add_fetch(&b->answered, 1, __ATOMIC_SEQ_CST);
+		close(c);
+	}
+	return NULL;
+}
+
+static void test_batches_reused(void)
+{
+	struct rastro_config cfg;
+	char *argv[] = {"rastro", NULL};
+	CHECK_INT(config__load(&cfg, 1, argv), 0);
+	cfg.traces_batch_size = 64;
+
+	struct backend be = {.want = 20};
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t slen = sizeof(sa);
+	be.fd = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(be.fd >= 0 && !bind(be.fd, (struct sockaddr *)&sa, sizeof(sa)) && !listen(be.fd, 4) &&
+	      !getsockname(be.fd, (struct sockaddr *)&sa, &slen));
+	be.port = ntohs(sa.sin_port);
+	pthread_t th;
+	CHECK_INT(pthread_create(&th, NULL, backend_run, &be), 0);
+
+	struct loop *loop = loop__new();
+	char url[64];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/traces", be.port);
+	struct otlp_signal sig = {.endpoint = url, .timeout_ms = 5000};
+	const char *why;
+	struct otlp_client *c = otlp_client__new(loop, &sig, "traces", 1 << 20, &why);
+	int64_t offset = 0;
+	struct otlp_traces *t = otlp_traces__new(loop, &cfg, c, &offset);
+	static struct request r;
+	make_server(&r, "/users/42");
+	struct otlp_traces_stats st;
+
+	/* Steady state: each full batch goes out, and the next one is the same
+	 * batch again (before, every ring slot after the second allocated a
+	 * fresh one, whose buffer grew again from 16 KiB). */
+	for (int i = 0; i < 10; i++) {
+		for (int k = 0; k < 64; k++)
+			otlp_traces__add(t, &r);
+		CHECK(otlp_client__flush(c, loop__now_ns() / 1000000 + 5000));
+	}
+	otlp_traces__stats(t, &st);
+	CHECK_INT(st.exported, 640);
+	CHECK_INT(st.queued, 0);
+	CHECK_INT(st.batches_allocated, 1);
+
+	/* A backlog of 5 batches: the first two go to the client at once (one
+	 * in flight, one waiting), each the spare again; the other three wait
+	 * in the ring: the spare and two new ones. Once all are sent, two are
+	 * kept (the third is freed), so the same backlog again allocates one. */
+	for (int k = 0; k < 64 * 5; k++)
+		otlp_traces__add(t, &r);
+	otlp_traces__stats(t, &st);
+	CHECK_INT(st.batches_allocated, 3);
+	CHECK_INT(st.queued, 64 * 3);
+	CHECK(otlp_client__flush(c, loop__now_ns() / 1000000 + 5000));
+	for (int k = 0; k < 64 * 5; k++)
+		otlp_traces__add(t, &r);
+	otlp_traces__stats(t, &st);
+	CHECK_INT(st.batches_allocated, 4);
+	CHECK(otlp_client__flush(c, loop__now_ns() / 1000000 + 5000));
+	otlp_traces__stats(t, &st);
+	CHECK_INT(st.exported, 640 + 640);
+	CHECK_INT(st.queued, 0);
+
+	pthread_join(th, NULL);
+	CHECK_INT(be.answered, 20);
+	otlp_traces__free(t);
+	otlp_client__free(c);
+	loop__free(loop);
+	close(be.fd);
+	config__free(&cfg);
+}
+
 int main(void)
 {
 	log__set_level(LOG_ERROR);
@@ -559,5 +691,6 @@ int main(void)
 	test_client_queue();
 	test_span_encoding();
 	test_span_status_4xx();
+	test_batches_reused();
 	return check_done("test_otlp");
 }
