@@ -617,7 +617,7 @@ static void test_batches_reused(void)
 	CHECK_INT(config__load(&cfg, 1, argv), 0);
 	cfg.traces_batch_size = 64;
 
-	struct backend be = {.want = 20};
+	struct backend be = {.want = 24};
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t slen = sizeof(sa);
 	be.fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -652,27 +652,28 @@ static void test_batches_reused(void)
 	CHECK_INT(st.queued, 0);
 	CHECK_INT(st.batches_allocated, 1);
 
-	/* A backlog of 5 batches: the first two go to the client at once (one
-	 * in flight, one waiting), each the spare again; the other three wait
-	 * in the ring: the spare and two new ones. Once all are sent, two are
-	 * kept (the third is freed), so the same backlog again allocates one. */
-	for (int k = 0; k < 64 * 5; k++)
+	/* A backlog of 7 batches: the first two go to the client at once (one
+	 * in flight, one waiting), each the spare again; the other five wait
+	 * in the ring: the spare and four new ones. Once all are sent, four
+	 * are kept (SPARE_BATCHES; the fifth is freed), so the same backlog
+	 * again allocates one. */
+	for (int k = 0; k < 64 * 7; k++)
 		otlp_traces__add(t, &r);
 	otlp_traces__stats(t, &st);
-	CHECK_INT(st.batches_allocated, 3);
-	CHECK_INT(st.queued, 64 * 3);
+	CHECK_INT(st.batches_allocated, 5);
+	CHECK_INT(st.queued, 64 * 5);
 	CHECK(otlp_client__flush(c, loop__now_ns() / 1000000 + 5000));
-	for (int k = 0; k < 64 * 5; k++)
+	for (int k = 0; k < 64 * 7; k++)
 		otlp_traces__add(t, &r);
 	otlp_traces__stats(t, &st);
-	CHECK_INT(st.batches_allocated, 4);
+	CHECK_INT(st.batches_allocated, 6);
 	CHECK(otlp_client__flush(c, loop__now_ns() / 1000000 + 5000));
 	otlp_traces__stats(t, &st);
-	CHECK_INT(st.exported, 640 + 640);
+	CHECK_INT(st.exported, 640 + 2 * 448);
 	CHECK_INT(st.queued, 0);
 
 	pthread_join(th, NULL);
-	CHECK_INT(be.answered, 20);
+	CHECK_INT(be.answered, 24);
 	otlp_traces__free(t);
 	otlp_client__free(c);
 	loop__free(loop);
