@@ -116,28 +116,44 @@ static inline bool ieq_n(struct http1_slice s, const char *lit, size_t n)
 	return s.len == n && ascii_ieq(s.p, lit, n);
 }
 
+/* The next element of a comma-separated header value from *pos, without
+ * its parameters (";...") and surrounding whitespace: empty after a
+ * trailing comma; false past the end. */
+static bool list_next(struct http1_slice v, size_t *pos, struct http1_slice *elem)
+{
+	size_t i = *pos;
+	if (i >= v.len)
+		return false;
+	while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+		i++;
+	size_t start = i;
+	while (i < v.len && v.p[i] != ',' && v.p[i] != ';')
+		i++;
+	size_t end = i;
+	while (end > start && (v.p[end - 1] == ' ' || v.p[end - 1] == '\t'))
+		end--;
+	while (i < v.len && v.p[i] != ',')
+		i++; /* skip parameters */
+	*pos = i;
+	*elem = (struct http1_slice){v.p + start, end - start};
+	return true;
+}
+
 /* Whether a comma-separated header value contains token (a lowercase string
- * literal), case-insensitive. */
+ * literal), case-insensitive; last_only: as its last element. Empty
+ * elements are ignored (RFC 9110 5.6.1): "chunked," ends in chunked. */
 #define list_has(v, token, last_only) list_has_n((v), "" token, sizeof(token) - 1, (last_only))
 
 static bool list_has_n(struct http1_slice v, const char *token, size_t n, bool last_only)
 {
 	bool found = false;
-	size_t i = 0;
-	while (i < v.len) {
-		while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
-			i++;
-		size_t start = i;
-		while (i < v.len && v.p[i] != ',' && v.p[i] != ';')
-			i++;
-		size_t end = i;
-		while (end > start && (v.p[end - 1] == ' ' || v.p[end - 1] == '\t'))
-			end--;
-		found = end - start == n && ascii_ieq(v.p + start, token, n);
+	struct http1_slice elem;
+	for (size_t i = 0; list_next(v, &i, &elem);) {
+		if (!elem.len)
+			continue;
+		found = ieq_n(elem, token, n);
 		if (found && !last_only)
 			return true;
-		while (i < v.len && v.p[i] != ',')
-			i++; /* skip parameters */
 	}
 	return found;
 }
@@ -226,8 +242,12 @@ static int parse_headers(const char *buf, size_t len, size_t i, struct http1_hea
 			if (ieq(name, "user-agent"))
 				h->user_agent = value;
 			else if (ieq(name, "connection")) {
-				h->connection_close |= list_has(value, "close", false);
-				h->connection_keep_alive |= list_has(value, "keep-alive", false);
+				/* Both options in one pass over the list. */
+				struct http1_slice opt;
+				for (size_t at = 0; list_next(value, &at, &opt);) {
+					h->connection_close |= ieq(opt, "close");
+					h->connection_keep_alive |= ieq(opt, "keep-alive");
+				}
 			} else if (ieq(name, "tracestate"))
 				h->tracestate = value;
 			break;
