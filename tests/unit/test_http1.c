@@ -128,40 +128,32 @@ static void test_response_heads(void)
 	CHECK_INT(http1__parse_response_head(r3, strlen(r3), &h), (int)strlen(r3));
 	CHECK_INT(h.content_length, 12);
 	CHECK(h.connection_close && h.connection_keep_alive && !h.chunked);
-	/* Each option alone, neither, and look-alikes (one pass over the
-	 * list finds both). */
+	/* Header lists: each Connection option alone, both, neither, and
+	 * look-alikes (one pass over the list finds both); chunked must be the
+	 * last coding (an empty element after it is not one: RFC 9110 5.6.1),
+	 * in any case of those letters only. */
 	static const struct {
-		const char *value;
-		bool close, keep_alive;
-	} conn[] = {
-		{"close", true, false},
-		{"keep-alive", false, true},
-		{" , keep-alive ;x=1,, close ,", true, true},
-		{"Upgrade, HTTP2-Settings", false, false},
-		{"closed, keep-alives, clos", false, false},
+		const char *line;
+		bool close, keep_alive, chunked;
+	} lists[] = {
+		{"Connection: close", true, false, false},
+		{"Connection: keep-alive", false, true, false},
+		{"Connection:  , keep-alive ;x=1,, close ,", true, true, false},
+		{"Connection: Upgrade, HTTP2-Settings", false, false, false},
+		{"Connection: closed, keep-alives, clos", false, false, false},
+		{"Transfer-Encoding: gzip, chunked ,", false, false, true},
+		{"Transfer-Encoding: chunked, gzip", false, false, false},
+		{"Transfer-Encoding: chunkeD", false, false, true},
+		{"Transfer-Encoding: chunke\xc4", false, false, false},
 	};
-	for (size_t k = 0; k < sizeof(conn) / sizeof(conn[0]); k++) {
+	for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++) {
 		char head[128];
-		snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nConnection: %s\r\n\r\n",
-			 conn[k].value);
+		snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\n%s\r\n\r\n", lists[k].line);
 		CHECK_INT(http1__parse_response_head(head, strlen(head), &h), (int)strlen(head));
-		CHECK(h.connection_close == conn[k].close);
-		CHECK(h.connection_keep_alive == conn[k].keep_alive);
+		CHECK(h.connection_close == lists[k].close);
+		CHECK(h.connection_keep_alive == lists[k].keep_alive);
+		CHECK(h.chunked == lists[k].chunked);
 	}
-	/* chunked must be the last coding; an empty element after it is not
-	 * one (RFC 9110 5.6.1) */
-	const char *r6 = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked ,\r\n\r\n";
-	CHECK_INT(http1__parse_response_head(r6, strlen(r6), &h), (int)strlen(r6));
-	CHECK(h.chunked);
-	const char *r7 = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n";
-	CHECK_INT(http1__parse_response_head(r7, strlen(r7), &h), (int)strlen(r7));
-	CHECK(!h.chunked);
-	const char *r4 = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunkeD\r\n\r\n";
-	CHECK_INT(http1__parse_response_head(r4, strlen(r4), &h), (int)strlen(r4));
-	CHECK(h.chunked);
-	const char *r5 = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunke\xc4\r\n\r\n";
-	CHECK_INT(http1__parse_response_head(r5, strlen(r5), &h), (int)strlen(r5));
-	CHECK(!h.chunked);
 	const char *r2 = "HTTP/1.0 404\r\n\r\n"; /* no reason phrase */
 	CHECK_INT(http1__parse_response_head(r2, strlen(r2), &h), (int)strlen(r2));
 	CHECK_INT(h.status, 404);
