@@ -30,6 +30,7 @@
 #include "export/printer.h"
 #include "log.h"
 #include "protocols/conntrack.h"
+#include "traces/traces.h"
 #include "version.h"
 
 static uint64_t wall_ns(void)
@@ -89,10 +90,15 @@ static void on_request(void *ctx, struct request *r)
 /* A drain read an exec or listen() event. */
 static bool discovery_events;
 
+/* Bytes of ring buffer records read so far: what a drain found, for the
+ * poll timer's interval (drain). */
+static uint64_t records_bytes;
+
 static void on_event(void *ctx, const void *data, size_t size)
 {
 	struct app *app = ctx;
 	const struct rastro_event_hdr *hdr = data;
+	records_bytes += size;
 	if (size < sizeof(*hdr))
 		return;
 	switch (hdr->type) {
@@ -171,13 +177,27 @@ static int more_fd = -1;
 
 static void poll_tick(void *ctx);
 static int64_t poll_timer;
-/* The poll timer's current interval: ebpf.poll_interval while events come,
- * doubled after each drain that found none, up to IDLE_POLL_MAX_MS. */
+/* The poll timer's current interval, between ebpf.poll_interval and
+ * POLL_MAX_MS (drain). */
 static uint64_t poll_ms;
 
-/* An idle agent's polls: a wakeup costs this VM's kernel about 70 µs (two
- * context switches and a timer), 1.4 ms of CPU a second at 50 ms. */
-#define IDLE_POLL_MAX_MS 500
+/* A wakeup costs this VM's kernel about 70 µs (two context switches and a
+ * timer): 1.4 ms of CPU a second at 50 ms, idle or not. At a light load, 200
+ * requests a second (the seed's Perl app), those wakeups were most of the
+ * agent's CPU, 11 µs per request (docs/performance.md). So the wait grows,
+ * doubling after each drain, up to POLL_MAX_MS (or ebpf.poll_interval when
+ * longer), while drains find less than LIGHT_SHARE of ebpf.wakeup_bytes
+ * (64 KiB by default), and halves, down to ebpf.poll_interval, after one
+ * that found four times that; the ring buffer's wakeups at wakeup_bytes
+ * keep the drains of a heavy load as they were. An event then waits up to
+ * 500 ms, still well within a span batch's own wait
+ * (otel_traces_export.schedule_delay, 5 s) and a metrics interval. */
+#define POLL_MAX_MS 500
+#define LIGHT_SHARE 16
+
+/* Longest a CPU's held events wait for the next delivery (deliver_held):
+ * the time between two deliveries, counted up to this. */
+#define HELD_SPAN_MAX_MS 1000
 
 /* The data events the CPUs hold back (rastro.bpf.c, hold_begin) go to the
  * ring buffer once per ebpf.poll_interval, from the first drain after it (or
@@ -185,13 +205,26 @@ static uint64_t poll_ms;
  * firing, as well as when idle. */
 static void deliver_held(struct app *app, bool force)
 {
-	static uint64_t last_ns;
+	static uint64_t last_ns, last_span;
 	static bool warned;
 	uint64_t now = loop__now_ns();
 	if (!force && now - last_ns < app->cfg.poll_ms * 1000000ull)
 		return;
+	/* What a CPU delivers now may have waited since the last delivery,
+	 * while the other CPUs' later events were read: a finished request's
+	 * trace context must outlive that, for its connection's other end
+	 * (traces__set_grace). Twice the longer of the last two spans, as a
+	 * drain can leave records for the next one. */
+	uint64_t span = last_ns ? now - last_ns : app->cfg.poll_ms * 1000000ull;
+	if (span > HELD_SPAN_MAX_MS * 1000000ull)
+		span = HELD_SPAN_MAX_MS * 1000000ull;
 	last_ns = now;
 	int err = capture__flush(app->cap);
+	if (err)
+		span = HELD_SPAN_MAX_MS * 1000000ull; /* they wait for other reasons */
+	if (app->traces) /* not when start-up failed before the stages */
+		traces__set_grace(app->traces, 2 * (span > last_span ? span : last_span));
+	last_span = span;
 	if (err && !warned) {
 		warned = true;
 		log_warn("cannot deliver the data events the CPUs hold back (BPF_PROG_TEST_RUN: %s): "
@@ -246,13 +279,14 @@ static bool hold_for_spans(void *ctx, uint64_t used, uint64_t size)
  * past ebpf.wakeup_bytes, an exporter's socket, a timer, the poll timer's
  * own timeout), and moves the poll timer to poll_ms after this drain: under
  * load the wakeups that happen anyway drain the ring, and that timer wakes an
- * otherwise idle agent only. A drain that finds nothing doubles poll_ms (up
- * to IDLE_POLL_MAX_MS, or ebpf.poll_interval when longer); one that reads
- * anything puts it back to ebpf.poll_interval. */
+ * otherwise idle agent only. A drain that finds nothing, or less than
+ * 1/LIGHT_SHARE of ebpf.wakeup_bytes, doubles poll_ms (up to POLL_MAX_MS, or
+ * ebpf.poll_interval when longer); one that finds four times that halves it
+ * (down to ebpf.poll_interval). */
 static void drain(void *ctx)
 {
 	struct app *app = ctx;
-	uint64_t one = 1;
+	uint64_t one = 1, bytes = records_bytes;
 	bool held;
 	refresh_clock(app);
 	deliver_held(app, false);
@@ -272,10 +306,15 @@ static void drain(void *ctx)
 		ring_watched = !held;
 		loop__watch(app->loop, capture__fd(app->cap), held ? 0 : EPOLLIN, on_ring, app);
 	}
-	if (n > 0 || held || !poll_ms)
+	bytes = records_bytes - bytes;
+	uint64_t light = app->cfg.wakeup_bytes / LIGHT_SHARE;
+	uint64_t max_ms = app->cfg.poll_ms > POLL_MAX_MS ? app->cfg.poll_ms : POLL_MAX_MS;
+	if (held || !poll_ms)
 		poll_ms = app->cfg.poll_ms;
-	else if (poll_ms < IDLE_POLL_MAX_MS)
-		poll_ms = poll_ms * 2 < IDLE_POLL_MAX_MS ? poll_ms * 2 : IDLE_POLL_MAX_MS;
+	else if (!n || bytes < light)
+		poll_ms = poll_ms * 2 < max_ms ? poll_ms * 2 : max_ms;
+	else if (bytes >= 4 * light)
+		poll_ms = poll_ms / 2 > app->cfg.poll_ms ? poll_ms / 2 : app->cfg.poll_ms;
 	uint64_t next = held && HOLD_RETRY_MS < poll_ms ? HOLD_RETRY_MS : poll_ms;
 	if (discovery_events && DISCOVERY_FOLLOW_MS < next)
 		next = DISCOVERY_FOLLOW_MS;

@@ -112,9 +112,10 @@ static const struct setting settings[] = {
 	 NULL},
 	{"ebpf.poll_interval", NULL, {"RASTRO_POLL_INTERVAL"}, T_DURATION, OFF(poll_ms), "50ms", 1,
 	 1000, NULL,
-	 "Longest time an event waits in the ring buffer, or held back on its CPU, while "
-	 "events arrive; after a drain that finds none the wait doubles, up to 500ms (or this "
-	 "value when longer).",
+	 "Longest time an event waits in the ring buffer, or held back on its CPU, under load; "
+	 "after a drain that finds none, or less than 1/16 of wakeup_bytes (a light load), the "
+	 "wait doubles, up to 500ms (or this value when longer), and halves back after one that "
+	 "finds four times that.",
 	 NULL},
 	{"ebpf.max_connections", NULL, {"RASTRO_MAX_CONNECTIONS"}, T_UINT, OFF(max_connections),
 	 "65536", 1024, 16777216, NULL,

@@ -20,7 +20,11 @@
  * while still in the CPU's cache, instead of MAX_CONTEXTS cold ones. A
  * finished server that no context names as its parent is needed by nothing
  * (its client end's event can no longer change its span: traces__finish) and
- * is freed at once. */
+ * is freed at once. The grace is at least DONE_GRACE_NS, and longer when
+ * the CPUs hold their events longer (traces__set_grace): the other end's
+ * event may wait on its CPU until the agent's next delivery of what the
+ * CPUs hold, while this CPU's later events, read first, move the event time
+ * on. */
 #define DONE_GRACE_NS (100ull * 1000000ull)
 #define MAX_CONTEXTS 32768
 #define MAX_DEPTH 64
@@ -102,6 +106,7 @@ struct traces {
 	struct ctx_list live;  /* started, not finished: in the order they started */
 	struct ctx_list done;  /* finished: in the order they finished */
 	uint64_t event_ns;     /* the newest event time seen (a request's start or end) */
+	uint64_t grace_ns;     /* of a finished context: >= DONE_GRACE_NS */
 	struct traces_stats stats;
 };
 
@@ -419,20 +424,20 @@ static inline __attribute__((always_inline)) void prefetch_victim(struct traces 
 	}
 }
 
-static bool done_expired(const struct ctx *c, uint64_t event_ns)
+static bool done_expired(const struct traces *t, const struct ctx *c, uint64_t event_ns)
 {
-	return c->last_ns + DONE_GRACE_NS < event_ns;
+	return c->last_ns + t->grace_ns < event_ns;
 }
 
 /* Frees the finished contexts whose grace ended by event_ns; about one per
  * request at a steady rate. */
 static void free_done(struct traces *t, uint64_t event_ns)
 {
-	if (!t->done.head || !done_expired(t->done.head, event_ns))
+	if (!t->done.head || !done_expired(t, t->done.head, event_ns))
 		return;
 	do
 		ctx_free(t, t->done.head);
-	while (t->done.head && done_expired(t->done.head, event_ns));
+	while (t->done.head && done_expired(t, t->done.head, event_ns));
 	prefetch_victim(t, t->done.head);
 }
 
@@ -676,9 +681,19 @@ void traces__expire(struct traces *t, uint64_t now_ns)
 	/* Finished ones by event time, as traces__start does (a backlog of
 	 * events not yet read must not shorten their grace), or after the link
 	 * window like the others when no event came since. */
-	while (t->done.head && (done_expired(t->done.head, t->event_ns) ||
+	while (t->done.head && (done_expired(t, t->done.head, t->event_ns) ||
 				t->done.head->last_ns + LINK_WINDOW_NS < now_ns))
 		ctx_free(t, t->done.head);
+}
+
+void traces__set_grace(struct traces *t, uint64_t grace_ns)
+{
+	t->grace_ns = grace_ns > DONE_GRACE_NS ? grace_ns : DONE_GRACE_NS;
+}
+
+uint64_t traces__grace(const struct traces *t)
+{
+	return t->grace_ns;
 }
 
 void traces__stats(const struct traces *t, struct traces_stats *out)
@@ -694,6 +709,7 @@ struct traces *traces__new(const struct rastro_config *cfg, uint64_t seed)
 		return NULL;
 	t->cfg = cfg;
 	t->rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
+	t->grace_ns = DONE_GRACE_NS;
 	u64map__init(&t->threads);
 	if (!index_init(&t->links)) {
 		traces__free(t);

@@ -40,10 +40,15 @@ void traces__finish(struct traces *t, struct request *r);
  * is not reported): as traces__finish does, without touching r. */
 void traces__drop(struct traces *t, struct request *r);
 /* Forgets contexts idle for longer than the link window (60 s, against
- * now_ns), and those of finished requests 100 ms after their end in event
+ * now_ns), and those of finished requests a grace after their end in event
  * time (against the newest request start or end seen; traces__start does
  * the same). */
 void traces__expire(struct traces *t, uint64_t now_ns);
+/* The grace of a finished request's context: at least 100 ms; the agent
+ * makes it cover the longest time a CPU holds its events back (main.c,
+ * deliver_held), as the other end of a connection may wait that long. */
+void traces__set_grace(struct traces *t, uint64_t grace_ns);
+uint64_t traces__grace(const struct traces *t);
 void traces__stats(const struct traces *t, struct traces_stats *out);
 
 /* W3C Trace Context traceparent: 0 when valid (ids and flags filled). */

@@ -3,6 +3,8 @@ calls), across processes on this host (both ends of one TCP connection, no
 header injection), incoming traceparent, sampling."""
 import os
 import re
+import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -27,7 +29,8 @@ def by_service(recs, name, kind):
 
 def start_chain(r, servers, tmp_path, perl_port, py_port, ngx_port):
     """The Perl app, the Python app and nginx, started after rastro r and traced
-    by it; one request through all three. Returns nginx's URL."""
+    by it; one request through all three. Returns nginx's URL (the
+    servers, front to back, are r.chain)."""
     ngx = start_nginx(servers, tmp_path, ngx_port)
     py = servers(["/usr/bin/python3", str(APPS / "pyapp.py"), str(py_port), "--threads"], py_port,
                  log=tmp_path / "py.log")
@@ -35,6 +38,7 @@ def start_chain(r, servers, tmp_path, perl_port, py_port, ngx_port):
                    log=tmp_path / "perl.log")
     for p in (ngx.pid, py.pid, perl.pid):
         r.wait_traced(p)
+    r.chain = (perl, py, ngx)
     inner = f"http://127.0.0.1:{ngx_port}/index.html"
     middle = f"http://127.0.0.1:{py_port}/call?url={urllib.parse.quote(inner, safe='')}"
     status, body = get(perl_port, "/call?url=" + urllib.parse.quote(middle, safe=""))
@@ -103,6 +107,45 @@ def test_three_services_one_trace(rastro, servers, tmp_path, otlp_receiver):
     assert a[1]["server.port"] == py_port and a[1]["http.response.status_code"] == 200
     assert a[3]["url.full"] == f"http://127.0.0.1:{ngx_port}/index.html"
     assert a[4]["http.route"] == "/index.html"
+
+
+def pin(pid, cpu):
+    """Pins every thread of pid and of its children (nginx's workers) to cpu."""
+    pids = [pid] + [int(x) for x in subprocess.run(["pgrep", "-P", str(pid)], text=True,
+                                                   capture_output=True).stdout.split()]
+    for p in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(p)], check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+@pytest.mark.skipif(os.cpu_count() < 2, reason="needs two CPUs")
+def test_chains_link_at_a_low_rate(rastro, servers, tmp_path):
+    """A request through the three services every 0.3 s, the front and the
+    back on one CPU and the middle on the other: each CPU holds its events
+    for up to the poll interval, which grows to 500 ms at such a rate, so
+    one CPU's events of a request are read up to that long after the
+    other's. A finished context must outlive that (its grace), or the
+    other end's events no longer find it: every chain is one trace, each
+    span the child of the one before."""
+    perl_port, py_port, ngx_port = free_port(), free_port(), free_port()
+    r = rastro(instrument((perl_port, "front"), (py_port, "middle"), (ngx_port, "back")))
+    inner = start_chain(r, servers, tmp_path, perl_port, py_port, ngx_port)
+    for server, cpu in zip(r.chain, (0, 0, 1)):
+        pin(server.pid, cpu)
+    middle = f"http://127.0.0.1:{py_port}/call?url={urllib.parse.quote(inner, safe='')}"
+    n = 12
+    for _ in range(n):
+        time.sleep(0.3)
+        assert get(perl_port, "/call?url=" + urllib.parse.quote(middle, safe="")) == (
+            200, b"downstream 200")
+    recs = r.wait_records(5 * (n + 1))
+    traces = {}
+    for x in recs:
+        traces.setdefault(x["trace_id"], []).append(x)
+    assert sorted(len(v) for v in traces.values()) == [5] * (n + 1), sorted(
+        len(v) for v in traces.values())
+    for spans in traces.values():
+        chain_spans(spans)
 
 
 def test_incoming_traceparent_is_honoured(rastro, perl_app):

@@ -1,7 +1,8 @@
 /* Trace contexts: the link index grows from a few pages to its bound and
  * stays correct through growth, eviction and expiry; a context evicted and
  * recycled for another request is never mistaken for the one it was; a
- * finished request's context is freed 100 ms after its end. */
+ * finished request's context is freed 100 ms after its end, or after the
+ * longer grace the agent sets. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -238,6 +239,39 @@ static void test_finished_contexts_freed(void)
 	traces__free(t);
 }
 
+/* The grace follows how long the CPUs hold events (traces__set_grace): a
+ * server end read after a later request of its client's CPU, that much
+ * later in event time, still finds its finished client. */
+static void test_grace_set(void)
+{
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.sampler = SAMPLER_ALWAYS_ON;
+	const uint64_t ms = 1000000ull;
+	for (int longer = 0; longer <= 1; longer++) {
+		struct traces *t = traces__new(&cfg, 13);
+		static struct request srv, cli, next;
+		CHECK_INT(traces__grace(t), 100 * ms);
+		traces__set_grace(t, 10 * ms); /* never below 100 ms */
+		CHECK_INT(traces__grace(t), 100 * ms);
+		if (longer)
+			traces__set_grace(t, 1000 * ms);
+		uint64_t ts = 10 * NS;
+		start(t, &cli, REQ_HTTP_CLIENT, 1, ts);
+		traces__finish(t, &cli);
+		/* The client's next request, 300 ms on, is read first ... */
+		start(t, &next, REQ_HTTP_CLIENT, 2, ts + 300 * ms);
+		traces__finish(t, &next);
+		/* ... then the server's end of the first, held on its CPU. */
+		start(t, &srv, REQ_HTTP_SERVER, 1, ts + 1 * ms);
+		traces__finish(t, &srv);
+		CHECK_INT(srv.has_parent, longer);
+		if (longer)
+			CHECK(!memcmp(srv.parent_span_id, cli.span_id, 8) &&
+			      !memcmp(srv.trace_id, cli.trace_id, 16));
+		traces__free(t);
+	}
+}
+
 /* A request that is not reported (routes.ignored_patterns) lets go of its
  * context as a finished one does, without deciding a span: a server without
  * children is freed at once, not after the 60 s link window. */
@@ -286,6 +320,7 @@ int main(void)
 	test_growth_and_links();
 	test_recycled_contexts();
 	test_finished_contexts_freed();
+	test_grace_set();
 	test_dropped_contexts_freed();
 	return check_done("test_traces");
 }
