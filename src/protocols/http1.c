@@ -236,7 +236,7 @@ static int parse_headers(const char *buf, size_t len, size_t i, struct http1_hea
 			break;
 		case 7:
 			if (ieq(name, "upgrade"))
-				h->upgrade = value;
+				h->upgrade_h2c = list_has(value, "h2c", false);
 			break;
 		case 10:
 			if (ieq(name, "user-agent"))

@@ -31,7 +31,7 @@ struct http1_head {
 	bool connection_close;
 	bool connection_keep_alive;
 	bool expect_continue;
-	struct http1_slice upgrade;
+	bool upgrade_h2c;       /* Upgrade offers h2c, cleartext HTTP/2 (RFC 7540 3.2) */
 	bool http2_settings;    /* HTTP2-Settings header (h2c upgrade request) */
 	size_t head_len;        /* bytes up to and including the empty line */
 };

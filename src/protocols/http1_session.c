@@ -11,7 +11,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "protocols/http1.h"
 #include "protocols/proto.h"
@@ -217,18 +216,6 @@ static void store_slice(struct request *r, struct rstr *dst, struct http1_slice 
 		*dst = request__store(r, s.p, s.len < max ? s.len : max);
 }
 
-/* Whether an Upgrade header offers h2c (RFC 7540 3.2). */
-static bool upgrade_is_h2c(struct http1_slice v)
-{
-	for (size_t i = 0; i + 3 <= v.len; i++) {
-		bool starts = i == 0 || v.p[i - 1] == ',' || v.p[i - 1] == ' ';
-		bool ends = i + 3 == v.len || v.p[i + 3] == ',' || v.p[i + 3] == ' ';
-		if (starts && ends && !strncasecmp(v.p + i, "h2c", 3))
-			return true;
-	}
-	return false;
-}
-
 /* A request head was parsed (or, when cut, its request line). */
 static void on_request_head(struct http1_session *s, const struct http1_head *h, bool cut,
 			    bool target_cut)
@@ -265,7 +252,7 @@ static void on_request_head(struct http1_session *s, const struct http1_head *h,
 	store_slice(r, &r->content_type, h->content_type, 127);
 	store_slice(r, &r->traceparent, h->traceparent, 63);
 	store_slice(r, &r->tracestate, h->tracestate, 512);
-	p->h2c = upgrade_is_h2c(h->upgrade);
+	p->h2c = h->upgrade_h2c;
 	fifo_push(s, p);
 	conn__start(s->conn, r);
 

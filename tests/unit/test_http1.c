@@ -131,20 +131,24 @@ static void test_response_heads(void)
 	/* Header lists: each Connection option alone, both, neither, and
 	 * look-alikes (one pass over the list finds both); chunked must be the
 	 * last coding (an empty element after it is not one: RFC 9110 5.6.1),
-	 * in any case of those letters only. */
+	 * in any case of those letters only; h2c anywhere in Upgrade, but not
+	 * a versioned or longer name. */
 	static const struct {
 		const char *line;
-		bool close, keep_alive, chunked;
+		bool close, keep_alive, chunked, h2c;
 	} lists[] = {
-		{"Connection: close", true, false, false},
-		{"Connection: keep-alive", false, true, false},
-		{"Connection:  , keep-alive ;x=1,, close ,", true, true, false},
-		{"Connection: Upgrade, HTTP2-Settings", false, false, false},
-		{"Connection: closed, keep-alives, clos", false, false, false},
-		{"Transfer-Encoding: gzip, chunked ,", false, false, true},
-		{"Transfer-Encoding: chunked, gzip", false, false, false},
-		{"Transfer-Encoding: chunkeD", false, false, true},
-		{"Transfer-Encoding: chunke\xc4", false, false, false},
+		{"Connection: close", true, false, false, false},
+		{"Connection: keep-alive", false, true, false, false},
+		{"Connection:  , keep-alive ;x=1,, close ,", true, true, false, false},
+		{"Connection: Upgrade, HTTP2-Settings", false, false, false, false},
+		{"Connection: closed, keep-alives, clos", false, false, false, false},
+		{"Transfer-Encoding: gzip, chunked ,", false, false, true, false},
+		{"Transfer-Encoding: chunked, gzip", false, false, false, false},
+		{"Transfer-Encoding: chunkeD", false, false, true, false},
+		{"Transfer-Encoding: chunke\xc4", false, false, false, false},
+		{"Upgrade: h2c", false, false, false, true},
+		{"Upgrade: websocket, H2C ", false, false, false, true},
+		{"Upgrade: h2c/1, h2, h2cx", false, false, false, false},
 	};
 	for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++) {
 		char head[128];
@@ -153,6 +157,7 @@ static void test_response_heads(void)
 		CHECK(h.connection_close == lists[k].close);
 		CHECK(h.connection_keep_alive == lists[k].keep_alive);
 		CHECK(h.chunked == lists[k].chunked);
+		CHECK(h.upgrade_h2c == lists[k].h2c);
 	}
 	const char *r2 = "HTTP/1.0 404\r\n\r\n"; /* no reason phrase */
 	CHECK_INT(http1__parse_response_head(r2, strlen(r2), &h), (int)strlen(r2));
