@@ -90,15 +90,10 @@ static void on_request(void *ctx, struct request *r)
 /* A drain read an exec or listen() event. */
 static bool discovery_events;
 
-/* Bytes of ring buffer records read so far: what a drain found, for the
- * poll timer's interval (drain). */
-static uint64_t records_bytes;
-
 static void on_event(void *ctx, const void *data, size_t size)
 {
 	struct app *app = ctx;
 	const struct rastro_event_hdr *hdr = data;
-	records_bytes += size;
 	if (size < sizeof(*hdr))
 		return;
 	switch (hdr->type) {
@@ -286,7 +281,7 @@ static bool hold_for_spans(void *ctx, uint64_t used, uint64_t size)
 static void drain(void *ctx)
 {
 	struct app *app = ctx;
-	uint64_t one = 1, bytes = records_bytes;
+	uint64_t one = 1, bytes = capture__consumed(app->cap);
 	bool held;
 	refresh_clock(app);
 	deliver_held(app, false);
@@ -306,7 +301,7 @@ static void drain(void *ctx)
 		ring_watched = !held;
 		loop__watch(app->loop, capture__fd(app->cap), held ? 0 : EPOLLIN, on_ring, app);
 	}
-	bytes = records_bytes - bytes;
+	bytes = capture__consumed(app->cap) - bytes;
 	uint64_t light = app->cfg.wakeup_bytes / LIGHT_SHARE;
 	uint64_t max_ms = app->cfg.poll_ms > POLL_MAX_MS ? app->cfg.poll_ms : POLL_MAX_MS;
 	if (held || !poll_ms)

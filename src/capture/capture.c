@@ -324,6 +324,11 @@ int capture__fd(const struct capture *cap)
 	return cap->ring.fd; /* readable when the kernel forces a wakeup and data waits */
 }
 
+uint64_t capture__consumed(const struct capture *cap)
+{
+	return __atomic_load_n(cap->ring.consumer_pos, __ATOMIC_ACQUIRE);
+}
+
 /* Record header of the BPF ring buffer (kernel's struct bpf_ringbuf_hdr). */
 #define RING_HDR 8
 

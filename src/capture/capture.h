@@ -22,6 +22,9 @@ void capture__close(struct capture *cap);
 
 /* File descriptor that becomes readable when the kernel forces a wakeup. */
 int capture__fd(const struct capture *cap);
+/* Bytes of the ring buffer read so far (its consumer position: records with
+ * their headers), published at the end of every drain. */
+uint64_t capture__consumed(const struct capture *cap);
 /* Moves the data events the CPUs hold back (rastro.bpf.c, hold_begin) to
  * the ring buffer, where the next drain reads them: 0 or a negative errno. */
 int capture__flush(struct capture *cap);
