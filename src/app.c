@@ -157,9 +157,14 @@ void app__export_span(struct app *app, const struct request *r)
 
 static int64_t metrics_export_timer, metrics_expire_timer;
 
-static void metrics_self_stats(void *ctx, struct self_stats *out)
+/* A scrape begins: the registry is brought up to date first, as at a light
+ * load the agent reads its events up to 500 ms after they happen. */
+static void scrape_begins(void *ctx, struct self_stats *out)
 {
-	app__self_stats(ctx, out);
+	struct app *app = ctx;
+	if (app->catch_up)
+		app->catch_up(app);
+	app__self_stats(app, out);
 }
 
 /* Hands the cumulative snapshot to the OTLP client. While an earlier one
@@ -221,7 +226,7 @@ static int metrics_start(struct app *app)
 		return error("cannot set up the metrics: out of memory");
 	if (prometheus__start(&app->prom, app->loop, cfg,
 			      config__is_set(cfg, "prometheus_export.port"), app->metrics,
-			      metrics_self_stats, app))
+			      scrape_begins, app))
 		return -1;
 	/* app->metrics_client appears later (span export section): each tick
 	 * looks for it. */

@@ -45,6 +45,12 @@ struct app {
 	/* Drains that stopped while the span queue was nearly full, leaving
 	 * the rest in the ring buffer for the exporter to catch up (main.c). */
 	uint64_t span_queue_waits;
+	/* Reads now what the kernel side has (the events the CPUs hold back
+	 * and the ring buffer), before a scrape renders anything, so that it
+	 * counts every request answered before it (main.c). Timers, the
+	 * metrics export's among them, run after the drain of the wakeup that
+	 * made them due (loop.c) and need no such call. */
+	void (*catch_up)(struct app *app);
 };
 
 /* rastro's view of itself, for the rastro_* self-metrics and logs. */

@@ -17,7 +17,8 @@ struct prometheus;
 
 #define PROMETHEUS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
-/* Fills the self-metrics' sources at scrape time (app__self_stats). */
+/* Runs when a scrape begins, before anything is rendered: brings the
+ * registry up to date and fills the self-metrics' sources (app.c). */
 typedef void (*prometheus_self_fn)(void *ctx, struct self_stats *out);
 
 /* Listens on cfg->prom_address:cfg->prom_port. *out stays NULL when the port
