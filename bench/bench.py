@@ -614,11 +614,25 @@ def startup_row(tmp, ngx, sink, tries=3):
             "startup_s": median(times), "startup_spread": spread(times)}
 
 
-def idle_row(tmp, ngx, sink, seconds=20.0):
+# Holds N sockets and sleeps: one of a crowded host's processes.
+HOLDER = "import socket, sys, time\nheld = [socket.socket() for _ in range(int(sys.argv[1]))]\n" \
+    "print('ready', flush=True)\ntime.sleep(3600)\n"
+
+
+def idle_row(tmp, ngx, sink, seconds=20.0, crowd=None):
     """rastro's CPU while the server it traces is idle: its timers, its
     discovery scans (discovery.poll_interval, 5 s), nothing to read. CPU from
     /proc/PID/schedstat (ns), after a warm-up that opened connections and
-    made the routes' series."""
+    made the routes' series. crowd=(processes, sockets each): that many more
+    processes on the host, started before rastro, each holding that many
+    sockets (the scans read the link of each descriptor of a process they
+    examine)."""
+    holders = []
+    if crowd:
+        holders = [subprocess.Popen(["python3", "-c", HOLDER, str(crowd[1])],
+                                    stdout=subprocess.PIPE, text=True) for _ in range(crowd[0])]
+        for h in holders:
+            h.stdout.readline()
     r = start_traced_rastro(tmp, sink, ngx.proc.pid, ngx.port, "nginx")
     try:
         loadgen(ngx.port, 1000, 2000)
@@ -632,8 +646,12 @@ def idle_row(tmp, ngx, sink, seconds=20.0):
         ms = (c1 - c0) / 1e6 / (time.monotonic() - t0)
     finally:
         r.stop()
-    log(f"idle rastro: {ms:.3f} ms CPU per second")
-    return {"row": "idle: rastro tracing an idle nginx", "idle_ms_per_s": ms,
+        for h in holders:
+            h.kill()
+            h.wait()
+    host = f", {crowd[0]} more processes with {crowd[1]} sockets each" if crowd else ""
+    log(f"idle rastro{host}: {ms:.3f} ms CPU per second")
+    return {"row": f"idle: rastro tracing an idle nginx{host}", "idle_ms_per_s": ms,
             "notes": f"{ms:.2f} ms of CPU per second ({ms / 10:.3f}% of one CPU) over "
                      f"{seconds:.0f} s"}
 
@@ -1053,7 +1071,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pairs", type=int, default=5, help="alternating without/with pairs")
     ap.add_argument("--quick", action="store_true", help="fewer requests and pairs (a smoke run)")
-    ap.add_argument("--only", default="", help="rows: 5k,20k,50k,close5k,sat,startup,idle,untraced,events,"
+    ap.add_argument("--only", default="", help="rows: 5k,20k,50k,close5k,sat,startup,idle,crowded,untraced,events,"
                     "pgbench,perl,conns (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     ap.add_argument("--json", help="write the raw results here")
@@ -1133,6 +1151,11 @@ def main():
             rows[-1]["notes"] = f"{rows[-1]['startup_s'] * 1000:.0f} ms (median of 3)"
         if want("idle"):
             rows.append(idle_row(tmp, ngx, sink, 5.0 if a.quick else 20.0))
+        if want("crowded"):
+            # 62 s: the scan that examines every process again comes once a
+            # minute (src/discover/discover.c), and this window holds one.
+            rows.append(idle_row(tmp, ngx, sink, 5.0 if a.quick else 62.0,
+                                 (50, 50) if a.quick else (200, 50)))
         if want("untraced"):
             u = untraced_row(tmp, ngx, sink, pairs, int(2000000 * scale))
             u["notes"] = "; ".join(

@@ -82,8 +82,9 @@ static const struct setting settings[] = {
 	 "discovery.instrument"},
 	{"discovery.poll_interval", NULL, {"RASTRO_DISCOVERY_POLL_INTERVAL"}, T_DURATION,
 	 OFF(discovery_poll_ms), "5s", 100, 3600000, NULL,
-	 "Full /proc rescan period, a safety net behind the exec/fork/listen events that discover "
-	 "processes within milliseconds.",
+	 "/proc rescan period, a safety net behind the exec/fork/listen events that discover "
+	 "processes within milliseconds: it examines new and exec'd processes, and every process "
+	 "once a minute or after a lost event.",
 	 "discovery.poll_interval"},
 
 	/* capture */

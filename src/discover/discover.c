@@ -59,6 +59,12 @@ struct discovery {
 	uint32_t scan_gen;
 	struct listeners netns[NETNS_CACHED];
 	struct listeners unknown_netns; /* a process whose namespace rastro cannot read */
+	/* Processes a scan examined and did not select, tgid -> the inode
+	 * number of their /proc directory: see discovery__scan. */
+	struct u64map examined;
+	uint64_t losses; /* the kernel's lost control events and skipped runs, last scan */
+	uint64_t full_scan_ms; /* when a scan last examined every process */
+	uint64_t full_wait_ms; /* and how long until the next one */
 	char hostname[64];
 	bool any_exe_rule;
 	bool lose_fork_events; /* RASTRO_SELFTEST_LOSE_FORK_EVENTS=1: as if the
@@ -531,12 +537,58 @@ static void evaluate(struct discovery *d, uint32_t pid, enum port_check how, uin
 					&d->services[(uintptr_t)u64map__get(&d->pids, pid) - 1]);
 }
 
+/* Whether the kernel lost a control event (exec, listen, fork, exit) or
+ * skipped a program run since the last call. */
+static bool events_lost(struct discovery *d)
+{
+	uint64_t stats[RASTRO_STAT__COUNT];
+	if (capture__stats(d->cap, stats))
+		return true;
+	uint64_t n = stats[RASTRO_LOSS_CONTROL_RINGBUF] + capture__skipped_runs(d->cap);
+	bool lost = n != d->losses;
+	d->losses = n;
+	return lost;
+}
+
+/*
+ * The scan, a safety net behind the kernel's events (docs/architecture.md,
+ * "Discovery"). Examining a process reads its executable's link and, for
+ * the entries with open_ports, the link of every file descriptor it has:
+ * about 5 µs each here, so a host's every fd every 5 s (200 processes with
+ * 50 each: 10 ms of CPU a second). A process examined and not selected is
+ * examined again only when something could have changed the answer without
+ * an event rastro saw:
+ * - it is new: its /proc directory is not the one examined (a reused pid
+ *   gets a new inode, as /proc/PID of the old process is gone);
+ * - it exec'd (discovery__on_event forgets it): a new program, and a
+ *   child that inherited a listening socket between its fork and its exec;
+ * - the kernel lost a control event or skipped a program run since the
+ *   last scan (a listen() unseen), or a while after the last scan that
+ *   examined every process (a listening socket passed over a unix socket
+ *   to a running process): FULL_SCAN_MS, or FULL_SCAN_SHARE times the CPU
+ *   time that scan took when longer, so that on a host with very many
+ *   descriptors these scans take at most a thousandth of a CPU.
+ */
+#define FULL_SCAN_MS 60000
+#define FULL_SCAN_SHARE 1000
+
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
+}
+
 int discovery__scan(struct discovery *d)
 {
 	DIR *proc = opendir("/proc");
 	if (!proc)
 		return error("cannot read /proc: %s", strerror(errno));
 	d->scan_gen++;
+	uint64_t now = now_ms(), cpu0 = cpu_ns();
+	bool full = events_lost(d) || !d->full_scan_ms || now - d->full_scan_ms >= d->full_wait_ms;
+	struct u64map examined;
+	u64map__init(&examined);
 	uint32_t *found = NULL;
 	size_t nfound = 0, cap = 0;
 	struct dirent *de;
@@ -547,12 +599,22 @@ int discovery__scan(struct discovery *d)
 			continue;
 		if (u64map__get(&d->pids, pid))
 			continue;
+		/* The inode of /proc/PID, never 0 there (0 would never match). */
+		void *ino = (void *)(uintptr_t)de->d_ino;
+		if (!full && ino && u64map__get(&d->examined, pid) == ino) {
+			u64map__put(&examined, pid, ino);
+			continue;
+		}
 		char exe[PATH_MAX];
-		if (read_exe((uint32_t)pid, exe, sizeof(exe)))
+		int rule = -1;
+		/* No executable: a kernel thread, or a process that exited. */
+		if (!read_exe((uint32_t)pid, exe, sizeof(exe)))
+			rule = match_rule(d, (uint32_t)pid, exe, PORTS_SCAN, 0);
+		if (rule < 0) {
+			if (ino)
+				u64map__put(&examined, pid, ino);
 			continue;
-		int rule = match_rule(d, (uint32_t)pid, exe, PORTS_SCAN, 0);
-		if (rule < 0)
-			continue;
+		}
 		if (nfound == cap) {
 			cap = cap ? cap * 2 : 64;
 			uint32_t *n = realloc(found, cap * 2 * sizeof(uint32_t));
@@ -565,6 +627,14 @@ int discovery__scan(struct discovery *d)
 		nfound++;
 	}
 	closedir(proc);
+	u64map__free(&d->examined);
+	d->examined = examined;
+	if (full) {
+		uint64_t cost_ms = (cpu_ns() - cpu0) / 1000000;
+		d->full_scan_ms = now;
+		d->full_wait_ms = cost_ms * FULL_SCAN_SHARE > FULL_SCAN_MS ? cost_ms * FULL_SCAN_SHARE
+									   : FULL_SCAN_MS;
+	}
 
 	/* Prefork servers: a worker whose parent matched the same entry joins the
 	 * parent's service instead of becoming one of its own. Parents first. */
@@ -623,7 +693,8 @@ void discovery__on_event(struct discovery *d, const struct rastro_proc_event *ev
 	case RASTRO_EV_EXEC:
 		/* A traced process that exec'd is re-examined in full; others are
 		 * checked against exe_path entries only (their listen() comes later
-		 * and is an event of its own). */
+		 * and is an event of its own), and in full by the next scan. */
+		u64map__remove(&d->examined, ev->pid);
 		if (u64map__get(&d->pids, ev->pid))
 			evaluate(d, ev->pid, PORTS_SCAN, 0);
 		else if (d->any_exe_rule)
@@ -670,6 +741,7 @@ int discovery__open(struct discovery **out, const struct rastro_config *cfg, str
 		return -ENOMEM;
 	}
 	u64map__init(&d->pids);
+	u64map__init(&d->examined);
 	d->self = (uint32_t)getpid();
 	d->self_netns = read_netns(d->self);
 	if (gethostname(d->hostname, sizeof(d->hostname) - 1))
@@ -688,6 +760,7 @@ void discovery__close(struct discovery *d)
 	if (!d)
 		return;
 	u64map__free(&d->pids);
+	u64map__free(&d->examined);
 	for (int i = 0; i < NETNS_CACHED; i++)
 		free(d->netns[i].items);
 	free(d->unknown_netns.items);

@@ -137,6 +137,65 @@ def test_inherited_listening_socket_found_by_the_scan(rastro, servers, tmp_path)
     assert not re.search(r"/proc/\d+/net/tcp", log), re.findall(r".*/net/tcp.*", log)[:5]
 
 
+# Holds 25 sockets until a line comes on stdin, then execs itself (new
+# sockets, the same pid).
+HOLDER = """
+import os, socket, sys
+held = [socket.socket() for _ in range(25)]
+print("ready", flush=True)
+sys.stdin.readline()
+os.execv(sys.executable, [sys.executable, "-c", sys.argv[1], sys.argv[1]])
+"""
+
+
+def fd_links_read(log, pid):
+    """How many descriptor links of pid the strace log shows rastro reading."""
+    return len(re.findall(rf'readlink\("/proc/{pid}/fd/\d+"', log.read_text()))
+
+
+def test_a_scan_examines_a_process_again_only_after_a_change(rastro, perl_app, tmp_path):
+    """The periodic scan (a safety net behind the kernel's events) examines
+    a process it did not select again only when something may have changed
+    its answer unseen: a new process, an exec, a lost event, or a minute
+    since the last scan that examined every process. Examining one reads
+    the link of each of its file descriptors (for open_ports), about 5 µs
+    each here: every scan did so for every process of the host (200
+    processes with 50 descriptors each: 10 ms of CPU a second at the default
+    5 s)."""
+    holders = [subprocess.Popen(["/usr/bin/python3", "-c", HOLDER, HOLDER], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    try:
+        for h in holders:
+            assert h.stdout.readline() == "ready\n"
+        r = rastro(f"discovery:\n  poll_interval: 200ms\n  instrument:\n"
+                   f"    - open_ports: {perl_app.port}\n      name: svc\n")
+        r.wait_traced(perl_app.pid)
+        log = tmp_path / "strace.log"
+        st = subprocess.Popen(["strace", "-qq", "-e", "trace=readlink", "-o", str(log),
+                               "-p", str(r.proc.pid)])
+        try:
+            wait_for(lambda: log.exists(), timeout=10, what="strace to attach")
+            time.sleep(2)  # about 10 scans
+            assert [fd_links_read(log, h.pid) for h in holders] == [0] * 4
+            holders[0].stdin.write("exec\n")
+            holders[0].stdin.flush()
+            assert holders[0].stdout.readline() == "ready\n"
+            wait_for(lambda: fd_links_read(log, holders[0].pid) >= 25, timeout=5,
+                     what="the exec'd process examined again")
+            time.sleep(1)
+            assert [fd_links_read(log, h.pid) for h in holders[1:]] == [0] * 3
+        finally:
+            st.send_signal(signal.SIGINT)
+            st.wait(10)
+        # the selected process was examined and traced all along
+        assert get(perl_app.port, "/products")[0] == 200
+        r.wait_records(1, lambda x: x["server.port"] == perl_app.port)
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
+
+
 def test_client_traced_from_its_first_request(rastro, servers, tmp_path):
     """A process selected by exe_path is traced from its first request, even
     one it makes a few milliseconds after its exec (curl): the exec event wakes
