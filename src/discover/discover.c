@@ -538,15 +538,19 @@ static void evaluate(struct discovery *d, uint32_t pid, enum port_check how, uin
 }
 
 /* Whether the kernel lost a control event (exec, listen, fork, exit) or
- * skipped a program run since the last call. */
+ * skipped a program run since the last call. The lost one may have been a
+ * listen(): every namespace's cached listeners are read again. */
 static bool events_lost(struct discovery *d)
 {
 	uint64_t stats[RASTRO_STAT__COUNT];
-	if (capture__stats(d->cap, stats))
-		return true;
-	uint64_t n = stats[RASTRO_LOSS_CONTROL_RINGBUF] + capture__skipped_runs(d->cap);
-	bool lost = n != d->losses;
-	d->losses = n;
+	bool lost = true;
+	if (!capture__stats(d->cap, stats)) {
+		uint64_t n = stats[RASTRO_LOSS_CONTROL_RINGBUF] + capture__skipped_runs(d->cap);
+		lost = n != d->losses;
+		d->losses = n;
+	}
+	if (lost)
+		d->listen_gen++;
 	return lost;
 }
 
