@@ -173,17 +173,25 @@ def test_a_scan_examines_a_process_again_only_after_a_change(rastro, perl_app, t
         log = tmp_path / "strace.log"
         st = subprocess.Popen(["strace", "-qq", "-e", "trace=readlink", "-o", str(log),
                                "-p", str(r.proc.pid)])
+        # Each holder has 28 descriptors. None is read again, or once if
+        # the kernel lost an event or skipped a program run meanwhile (the
+        # next scan examines every process); the build before read them at
+        # every scan.
+        once = 28
         try:
             wait_for(lambda: log.exists(), timeout=10, what="strace to attach")
             time.sleep(2)  # about 10 scans
-            assert [fd_links_read(log, h.pid) for h in holders] == [0] * 4
+            assert all(fd_links_read(log, h.pid) <= once for h in holders), \
+                [fd_links_read(log, h.pid) for h in holders]
+            before = fd_links_read(log, holders[0].pid)
             holders[0].stdin.write("exec\n")
             holders[0].stdin.flush()
             assert holders[0].stdout.readline() == "ready\n"
-            wait_for(lambda: fd_links_read(log, holders[0].pid) >= 25, timeout=5,
+            wait_for(lambda: fd_links_read(log, holders[0].pid) >= before + once, timeout=5,
                      what="the exec'd process examined again")
             time.sleep(1)
-            assert [fd_links_read(log, h.pid) for h in holders[1:]] == [0] * 3
+            assert all(fd_links_read(log, h.pid) <= once for h in holders[1:]), \
+                [fd_links_read(log, h.pid) for h in holders]
         finally:
             st.send_signal(signal.SIGINT)
             st.wait(10)
