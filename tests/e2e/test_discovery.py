@@ -204,6 +204,66 @@ def test_a_scan_examines_a_process_again_only_after_a_change(rastro, perl_app, t
             h.wait()
 
 
+def listening_in(pid, port):
+    """Whether pid's network namespace has a TCP socket listening on port."""
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def test_a_server_in_another_network_namespace(rastro, tmp_path):
+    """A server in a network namespace of its own (a container's), started
+    before rastro, is found by the first scan through /proc/PID/net/tcp
+    (socket diagnostics answer for rastro's own namespace only) and its
+    requests, sent inside that namespace, are traced. Processes there that
+    hold no socket (a pause container, a health check's shell) are examined
+    without that read, which walks the machine's whole established-connection
+    hash."""
+    port = free_port()
+    log = open(tmp_path / "contained.log", "w")
+    server = subprocess.Popen(
+        ["unshare", "-n", "sh", "-c",
+         f"ip link set lo up && exec /usr/bin/python3 {APPS / 'pyapp.py'} {port}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    sleepers = []
+    try:
+        wait_for(lambda: listening_in(server.pid, port), timeout=10,
+                 what="the server to listen in its namespace")
+        r = rastro(f"discovery:\n  poll_interval: 200ms\n  instrument:\n"
+                   f"    - open_ports: {port}\n      name: contained\n")
+        r.wait_traced(server.pid)
+        trace = tmp_path / "strace.log"
+        st = subprocess.Popen(["strace", "-qq", "-e", "trace=openat", "-o", str(trace),
+                               "-p", str(r.proc.pid)])
+        try:
+            wait_for(lambda: trace.exists(), timeout=10, what="strace to attach")
+            time.sleep(0.3)
+            sleepers = [subprocess.Popen(["unshare", "-n", "sleep", "60"]) for _ in range(3)]
+            for i in range(3):
+                out = subprocess.run(
+                    ["nsenter", "-t", str(server.pid), "-n", "curl", "-s", "-o", "/dev/null",
+                     "-w", "%{http_code}", f"http://127.0.0.1:{port}/hello?i={i}"],
+                    capture_output=True, text=True, timeout=15)
+                assert out.stdout == "200"
+            time.sleep(1)  # several scans since the sleepers started
+        finally:
+            st.send_signal(signal.SIGINT)
+            st.wait(10)
+        recs = r.wait_records(3, lambda x: x["kind"] == "SERVER")
+        assert {(x["service.name"], x["process.pid"], x["url.path"]) for x in recs} == \
+            {("contained", server.pid, "/hello")}
+        reads = re.findall(r'openat\(AT_FDCWD, "/proc/(\d+)/net/tcp6?"', trace.read_text())
+        assert not {int(p) for p in reads} & {s.pid for s in sleepers}, reads
+    finally:
+        for p in sleepers + [server]:
+            p.kill()
+            p.wait()
+        log.close()
+
+
 def test_client_traced_from_its_first_request(rastro, servers, tmp_path):
     """A process selected by exe_path is traced from its first request, even
     one it makes a few milliseconds after its exec (curl): the exec event wakes
