@@ -1,5 +1,6 @@
 """Discovery: Beyla's selectors and environment variables, default names,
 prefork workers, processes that come and go."""
+import contextlib
 import datetime
 import os
 import re
@@ -148,6 +149,27 @@ os.execv(sys.executable, [sys.executable, "-c", sys.argv[1], sys.argv[1]])
 """
 
 
+def rescanning_rastro(rastro, port, name, pid):
+    """rastro selecting port's server (pid) with a rescan every 200 ms."""
+    r = rastro(f"discovery:\n  poll_interval: 200ms\n  instrument:\n"
+               f"    - open_ports: {port}\n      name: {name}\n")
+    r.wait_traced(pid)
+    return r
+
+
+@contextlib.contextmanager
+def strace_of(r, syscalls, log):
+    """rastro's `syscalls` written to log while the block runs."""
+    st = subprocess.Popen(["strace", "-qq", "-e", f"trace={syscalls}", "-o", str(log),
+                           "-p", str(r.proc.pid)])
+    try:
+        wait_for(lambda: log.exists(), timeout=10, what="strace to attach")
+        yield
+    finally:
+        st.send_signal(signal.SIGINT)
+        st.wait(10)
+
+
 def fd_links_read(log, pid):
     """How many descriptor links of pid the strace log shows rastro reading."""
     return len(re.findall(rf'readlink\("/proc/{pid}/fd/\d+"', log.read_text()))
@@ -167,19 +189,14 @@ def test_a_scan_examines_a_process_again_only_after_a_change(rastro, perl_app, t
     try:
         for h in holders:
             assert h.stdout.readline() == "ready\n"
-        r = rastro(f"discovery:\n  poll_interval: 200ms\n  instrument:\n"
-                   f"    - open_ports: {perl_app.port}\n      name: svc\n")
-        r.wait_traced(perl_app.pid)
+        r = rescanning_rastro(rastro, perl_app.port, "svc", perl_app.pid)
         log = tmp_path / "strace.log"
-        st = subprocess.Popen(["strace", "-qq", "-e", "trace=readlink", "-o", str(log),
-                               "-p", str(r.proc.pid)])
         # Each holder has 28 descriptors. None is read again, or once if
         # the kernel lost an event or skipped a program run meanwhile (the
         # next scan examines every process); the build before read them at
         # every scan.
         once = 28
-        try:
-            wait_for(lambda: log.exists(), timeout=10, what="strace to attach")
+        with strace_of(r, "readlink", log):
             time.sleep(2)  # about 10 scans
             assert all(fd_links_read(log, h.pid) <= once for h in holders), \
                 [fd_links_read(log, h.pid) for h in holders]
@@ -192,9 +209,6 @@ def test_a_scan_examines_a_process_again_only_after_a_change(rastro, perl_app, t
             time.sleep(1)
             assert all(fd_links_read(log, h.pid) <= once for h in holders[1:]), \
                 [fd_links_read(log, h.pid) for h in holders]
-        finally:
-            st.send_signal(signal.SIGINT)
-            st.wait(10)
         # the selected process was examined and traced all along
         assert get(perl_app.port, "/products")[0] == 200
         r.wait_records(1, lambda x: x["server.port"] == perl_app.port)
@@ -232,14 +246,9 @@ def test_a_server_in_another_network_namespace(rastro, tmp_path):
     try:
         wait_for(lambda: listening_in(server.pid, port), timeout=10,
                  what="the server to listen in its namespace")
-        r = rastro(f"discovery:\n  poll_interval: 200ms\n  instrument:\n"
-                   f"    - open_ports: {port}\n      name: contained\n")
-        r.wait_traced(server.pid)
+        r = rescanning_rastro(rastro, port, "contained", server.pid)
         trace = tmp_path / "strace.log"
-        st = subprocess.Popen(["strace", "-qq", "-e", "trace=openat", "-o", str(trace),
-                               "-p", str(r.proc.pid)])
-        try:
-            wait_for(lambda: trace.exists(), timeout=10, what="strace to attach")
+        with strace_of(r, "openat", trace):
             time.sleep(0.3)
             sleepers = [subprocess.Popen(["unshare", "-n", "sleep", "60"]) for _ in range(3)]
             for i in range(3):
@@ -249,9 +258,6 @@ def test_a_server_in_another_network_namespace(rastro, tmp_path):
                     capture_output=True, text=True, timeout=15)
                 assert out.stdout == "200"
             time.sleep(1)  # several scans since the sleepers started
-        finally:
-            st.send_signal(signal.SIGINT)
-            st.wait(10)
         recs = r.wait_records(3, lambda x: x["kind"] == "SERVER")
         assert {(x["service.name"], x["process.pid"], x["url.path"]) for x in recs} == \
             {("contained", server.pid, "/hello")}
