@@ -2,7 +2,8 @@
 """rastro's benchmark: what rastro costs, measured in one run on this machine.
 
 Runs everything itself (nginx, an OTLP sink, loadgen, wrk, PostgreSQL +
-pgbench, the seed's Perl app, a syscall microbenchmark) and prints one table.
+pgbench, the seed's Perl app, redis-server + redis-benchmark, a syscall
+microbenchmark) and prints one table.
 
 Measures cost, never absolute speed (the machines are shared and noisy):
   - CPU per request: CPU time (/proc/PID/task/TID/schedstat, nanoseconds) of
@@ -952,6 +953,96 @@ def perl_row(tmp, sink, pairs, rate, requests):
             "rss_no_maps_mb": max(x["rss_kb"] - x["maps_kb"] for x in wi) / 1024}
 
 
+class Redis:
+    """redis-server, no persistence; redis-benchmark as its client."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind",
+                                      "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        STARTED.append(self)
+        wait_port(self.port)
+
+    def benchmark(self, ops):
+        """SET then GET, ops/2 each, 4 connections each (closed loop)."""
+        out = subprocess.run(["redis-benchmark", "-p", str(self.port), "-c", "4", "-n",
+                              str(ops // 2), "-t", "set,get", "--csv"], capture_output=True,
+                             text=True, check=True).stdout
+        rates = [float(line.split('","')[1]) for line in out.splitlines()[1:] if line]
+        return {"completed": ops // 2 * 2, "rate": median(rates)}
+
+    def stop(self):
+        stop_proc(self.proc)
+
+
+def redis_row(tmp, sink, pairs, ops):
+    """A Redis server traced by its port, the configuration of the report of
+    OBI's cost on Redis (opentelemetry-ebpf-instrumentation#1025: open_ports
+    6379). rastro parses Redis as its clients speak it, not a server's
+    connections: those carry no protocol it knows, which it tells the
+    kernel, and their data stops there (rastro.bpf.c, mutes)."""
+    rd = Redis()
+    try:
+        rd.benchmark(20000)  # warm up
+        runs = {False: [], True: []}
+        for i in range(pairs):
+            for w in ((False, True) if i % 2 == 0 else (True, False)):
+                r = None
+                if w:
+                    r = start_traced_rastro(tmp, sink, rd.proc.pid, rd.port, "redis")
+                    m0 = r.metrics()
+                    r0 = cpu_s([r.pid])
+                s0 = cpu_s([rd.proc.pid])
+                b = rd.benchmark(ops)
+                res = {"completed": b["completed"], "rate": b["rate"],
+                       "server_us": (cpu_s([rd.proc.pid]) - s0) / b["completed"] * 1e6}
+                if w:
+                    # The last drain: up to ebpf.poll_interval after the load.
+                    time.sleep(0.6)
+                    m = r.metrics()
+                    d = {k: int(m.get(k, 0) - m0.get(k, 0)) for k in (
+                        "rastro_events_received_total", "rastro_events_muted_total",
+                        "rastro_connections_muted_total")}
+                    res.update(rastro_us=(cpu_s([r.pid]) - r0) / b["completed"] * 1e6,
+                               events=d["rastro_events_received_total"],
+                               muted=d["rastro_events_muted_total"],
+                               muted_conns=d["rastro_connections_muted_total"],
+                               losses=Rastro.losses(m), rss_kb=status_kb(r.pid, "VmHWM"),
+                               maps_kb=memory(r.pid)["bpf_maps"])
+                    r.stop()
+                runs[w].append(res)
+                log(f"redis pair {i + 1} {'with' if w else 'without'}: {res}")
+        r = start_traced_rastro(tmp, sink, rd.proc.pid, rd.port, "redis")
+        try:
+            k = kernel_cost(r, lambda: rd.benchmark(ops)["completed"])
+        finally:
+            r.stop()
+    finally:
+        rd.stop()
+    wo, wi = runs[False], runs[True]
+    rastro_us = median(x["rastro_us"] for x in wi)
+    return {"row": "redis-server traced by its port (OBI#1025's configuration), "
+                   "redis-benchmark SET/GET, 4 connections",
+            "rate": median(x["rate"] for x in wi), "sent": sum(x["completed"] for x in wi),
+            "records": None, "events": sum(x["events"] for x in wi),
+            "events_muted": sum(x["muted"] for x in wi),
+            "connections_muted": sum(x["muted_conns"] for x in wi),
+            "losses": sum(sum(x["losses"].values()) for x in wi),
+            "server_us_without": median(x["server_us"] for x in wo),
+            "server_us_with": median(x["server_us"] for x in wi),
+            "server_us_without_spread": spread(x["server_us"] for x in wo),
+            "server_us_with_spread": spread(x["server_us"] for x in wi),
+            "rastro_us": rastro_us, "rastro_us_spread": spread(x["rastro_us"] for x in wi),
+            "kernel_ns": k["kernel_ns"], "kernel_ns_raw": k["kernel_ns_raw"],
+            "kernel_runs_per_req": k["runs_per_req"], "added_us": rastro_us + k["kernel_ns"] / 1000,
+            "rate_without": median(x["rate"] for x in wo),
+            "p99_without": None, "p99_with": None,
+            "rss_mb": max(x["rss_kb"] for x in wi) / 1024,
+            "rss_no_maps_mb": max(x["rss_kb"] - x["maps_kb"] for x in wi) / 1024}
+
+
 def memory(pid):
     """VmHWM, VmRSS and the part of the RSS that is BPF maps mapped into the
     process (the ring buffer, mapped twice, and the .bss): kernel memory,
@@ -1072,7 +1163,7 @@ def main():
     ap.add_argument("--pairs", type=int, default=5, help="alternating without/with pairs")
     ap.add_argument("--quick", action="store_true", help="fewer requests and pairs (a smoke run)")
     ap.add_argument("--only", default="", help="rows: 5k,20k,50k,close5k,sat,startup,idle,crowded,untraced,events,"
-                    "pgbench,perl,conns (default: all)")
+                    "pgbench,perl,redis,conns (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="nginx worker processes")
     ap.add_argument("--json", help="write the raw results here")
     ap.add_argument("--hooks", choices=("auto", "socket", "syscall"), default="auto",
@@ -1104,7 +1195,7 @@ def main():
     loads = []
     rows = []
     if any(want(x) for x in ("5k", "20k", "50k", "close5k", "sat", "untraced", "events", "pgbench",
-                             "perl")):
+                             "perl", "redis")):
         meta["bpf_stats_floor_ns"] = bpf_floor()
         log(f"bpf_stats floor: {meta['bpf_stats_floor_ns']} ns per run of a program that "
             "does nothing")
@@ -1183,6 +1274,12 @@ def main():
             rows.append(p)
         if want("perl"):
             rows.append(perl_row(tmp, sink, pairs, 200, int(2000 * scale)))
+        if want("redis") and shutil.which("redis-server"):
+            rd = redis_row(tmp, sink, pairs, int(400000 * scale))
+            rd["notes"] = (f"server CPU µs/op; {rd['events']} events sent, "
+                           f"{rd['events_muted']} not sent ({rd['connections_muted']} "
+                           f"connections muted); {rd['rate_without']:.0f} → {rd['rate']:.0f} op/s")
+            rows.append(rd)
         if want("conns"):
             c = many_conns_row(tmp, ngx, sink, int(10000 * max(scale, 0.1)), 1000)
             c["notes"] = (f"{c['connections']} connections tracked, {c['series']} series; "

@@ -20,12 +20,12 @@ if [ "$(id -u)" != 0 ]; then
 	echo "bench: needs root to load BPF programs; nothing measured" >&2
 	exit 0
 fi
-for tool in nginx wrk pgbench; do
+for tool in nginx wrk pgbench redis-server redis-benchmark; do
 	command -v "$tool" >/dev/null || missing="${missing:-} $tool"
 done
 if [ -n "${missing:-}" ]; then
 	echo "bench: installing$missing" >&2
-	apt-get install -y -qq nginx wrk postgresql >/dev/null
+	apt-get install -y -qq nginx wrk postgresql redis-server redis-tools >/dev/null
 fi
 mkdir -p "$BUILD_DIR/bench"
 for prog in loadgen otlp_sink syscalls; do

@@ -160,6 +160,7 @@ static void on_event(void *ctx, const void *data, size_t size)
  * written when events remain, makes the next epoll_wait return at once. */
 #define DRAIN_CHUNK 2048
 static int more_fd = -1;
+static bool mute_warned; /* capture__mute failed once: said so */
 
 /* Inside a drain the agent gives its CPU back (sched_yield) every
  * YIELD_RECORDS records: a drain turns what ebpf.poll_interval gathered into
@@ -293,6 +294,8 @@ static void drain(void *ctx)
 			break;
 		sched_yield();
 	}
+	if (conntrack__mute_pending(app->ct))
+		capture__mute_publish(app->cap);
 	if (n >= DRAIN_CHUNK && more_fd >= 0 && write(more_fd, &one, sizeof(one)) < 0)
 		log_debug("cannot signal the rest of the ring buffer: %s", strerror(errno));
 	if (held)
@@ -317,6 +320,25 @@ static void drain(void *ctx)
 	if (poll_timer)
 		loop__cancel(app->loop, poll_timer);
 	poll_timer = loop__after(app->loop, next, poll_tick, app);
+}
+
+/* conntrack's connections without a protocol rastro knows: the kernel stops
+ * sending their data (rastro.bpf.c, mutes). */
+static int mute(void *ctx, uint64_t conn_id, bool on)
+{
+	struct app *app = ctx;
+	if (!on) {
+		capture__unmute(app->cap, conn_id);
+		return 0;
+	}
+	int err = capture__mute(app->cap, conn_id);
+	if (err && !mute_warned) {
+		mute_warned = true;
+		log_warn("cannot tell the kernel to stop sending a connection's data (%s): "
+			 "connections without a known protocol keep sending it, ignored "
+			 "(rastro_connections_mute_failed_total)", strerror(-err));
+	}
+	return err;
 }
 
 /* Before a scrape (app->catch_up): what the CPUs hold and the ring buffer
@@ -436,6 +458,7 @@ static int start(struct app *app)
 	app->ct = conntrack__new(&app->cfg, app->disc, on_request_start, on_request, app);
 	if (!app->ct)
 		return error("out of memory");
+	conntrack__on_mute(app->ct, mute, app);
 	app->catch_up = catch_up;
 	if (app__start_stages(app))
 		return -1;

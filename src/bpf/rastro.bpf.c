@@ -157,6 +157,27 @@ struct {
 	__type(value, struct rastro_conn);
 } conns SEC(".maps");
 
+/*
+ * Connections whose data the agent ignores: no protocol it knows (TLS, a
+ * server it has no parser for: a traced Redis server's own connections).
+ * The agent adds a connection's id here when it gives up on it, then adds
+ * one to mute_gen (mmap'ed .bss); a connection's next data event asks this
+ * map only when mute_gen moved since its last ask, and one found here is
+ * marked muted: its data events stop at that mark, before the payload copy
+ * and the ring buffer (counted, RASTRO_STAT_MUTED). Its close still goes to
+ * the agent, which then removes the id. So the common case, no mute since a
+ * connection's last event, costs one load and compare.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);   /* conn_id */
+	__type(value, __u8);
+} mutes SEC(".maps");
+
+__u32 mute_gen;
+
 /* Connection state, with the socket hooks, once a connection carries a
  * second request: kept in the socket itself (socket local storage), found
  * without hashing (a few loads where the hash map's lookup costs about 20
@@ -401,6 +422,7 @@ static __always_inline struct rastro_conn *conn_get(struct sock *sk, __u32 tgid,
 	nc.service_id = service_id;
 	nc.role = role;
 	nc.young = 1;
+	nc.mute_gen = mute_gen; /* a new id: not in the mutes map */
 	read_tuple(sk, &nc.tuple);
 	c = conn_hash_new(sk, &nc, how);
 	if (!c)
@@ -955,6 +977,16 @@ static __always_inline int emit_data(struct sock *sk, long ret, __u64 pid_tgid, 
 	}
 	if (c) {
 		service_id = c->service_id;
+		__u32 gen = mute_gen;
+		if (c->mute_gen != gen) {
+			c->mute_gen = gen;
+			if (bpf_map_lookup_elem(&mutes, &c->conn_id))
+				c->muted = 1;
+		}
+		if (c->muted) {
+			stat_inc(RASTRO_STAT_MUTED);
+			return 0;
+		}
 		c = conn_settle(sk, c, direction);
 	} else {
 		struct rastro_traced *t = bpf_map_lookup_elem(&traced, &tgid);

@@ -82,6 +82,7 @@ enum rastro_loss_cause {
 	RASTRO_STAT_BATCH_TAKEN_OVER,   /* batches delivered by another CPU (rastro.bpf.c) */
 	RASTRO_STAT_SENT_AHEAD,         /* events sent ahead of earlier ones held elsewhere */
 	RASTRO_STAT_CONN_SETTLED,       /* connections moved to the socket's storage */
+	RASTRO_STAT_MUTED,              /* data events of muted connections, not sent */
 	RASTRO_STAT__COUNT,
 };
 
@@ -194,7 +195,8 @@ struct rastro_conn {
 	__u8 young;        /* in the hash map */
 	__u8 last_dir;     /* 1 + the direction of its last data event */
 	__u8 turns;        /* changes of direction so far, while young */
-	__u8 _pad[5];
+	__u8 muted;        /* no known protocol: its data is not sent (the mutes map) */
+	__u32 mute_gen;    /* the mutes map was last asked at this mute_gen */
 };
 
 #endif

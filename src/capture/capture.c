@@ -33,6 +33,7 @@ struct capture {
 	void *ctx;
 	int ncpus;
 	uint64_t map_bytes; /* the fixed part */
+	uint64_t mutes;     /* entries in the mutes map */
 	bool socket_hooks;
 };
 
@@ -48,6 +49,7 @@ static const char *const stat_names[RASTRO_STAT__COUNT] = {
 	[RASTRO_STAT_BATCH_TAKEN_OVER] = "batch_taken_over",
 	[RASTRO_STAT_SENT_AHEAD] = "sent_ahead",
 	[RASTRO_STAT_CONN_SETTLED] = "conn_settled",
+	[RASTRO_STAT_MUTED] = "muted",
 };
 
 const char *capture__stat_name(int idx)
@@ -228,6 +230,7 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	 * entries as they come (Linux 6.3 has the kernel's BPF allocator,
 	 * about as fast) instead of holding max_connections from the start. */
 	bpf_map__set_max_entries(cap->skel->maps.conns, cfg->max_connections);
+	bpf_map__set_max_entries(cap->skel->maps.mutes, cfg->max_connections);
 	if (socket_hooks)
 		bpf_map__set_map_flags(cap->skel->maps.conns,
 				       bpf_map__map_flags(cap->skel->maps.conns) | BPF_F_NO_PREALLOC);
@@ -290,7 +293,7 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	uint64_t buckets = 1;
 	while (buckets < cfg->max_connections)
 		buckets <<= 1;
-	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes + buckets * 16 +
+	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes + 2 * buckets * 16 /* and mutes' */ +
 			 (socket_hooks ? 0 : (uint64_t)cfg->max_connections *
 						     (sizeof(struct rastro_conn) + 8 + 64)) +
 			 (uint64_t)cfg->max_processes * (sizeof(struct rastro_traced) + 4 + 64) +
@@ -414,6 +417,27 @@ void capture__server_port(struct capture *cap, uint16_t port)
 			  __ATOMIC_SEQ_CST);
 }
 
+int capture__mute(struct capture *cap, uint64_t conn_id)
+{
+	__u8 one = 1;
+	if (bpf_map__update_elem(cap->skel->maps.mutes, &conn_id, sizeof(conn_id), &one,
+				 sizeof(one), BPF_NOEXIST))
+		return -errno;
+	cap->mutes++;
+	return 0;
+}
+
+void capture__mute_publish(struct capture *cap)
+{
+	__atomic_fetch_add(&cap->skel->bss->mute_gen, 1, __ATOMIC_SEQ_CST);
+}
+
+void capture__unmute(struct capture *cap, uint64_t conn_id)
+{
+	if (!bpf_map__delete_elem(cap->skel->maps.mutes, &conn_id, sizeof(conn_id), 0))
+		cap->mutes--;
+}
+
 int capture__untrace(struct capture *cap, uint32_t tgid)
 {
 	traced_bit(cap, tgid, false); /* before the entry goes */
@@ -516,11 +540,14 @@ uint64_t capture__connections(const struct capture *cap)
  * header, about this much on Linux 6.x; a hash map entry (its links, the
  * key, the allocator's size class) less. */
 #define CONN_ENTRY_OVERHEAD 224
+/* An entry of the mutes map (not preallocated): element header, key, value. */
+#define MUTE_ENTRY_BYTES 64
 
 uint64_t capture__map_bytes(const struct capture *cap)
 {
+	uint64_t fixed = cap->map_bytes + cap->mutes * MUTE_ENTRY_BYTES;
 	if (!cap->socket_hooks)
-		return cap->map_bytes;
-	return cap->map_bytes +
+		return fixed;
+	return fixed +
 	       capture__connections(cap) * (sizeof(struct rastro_conn) + CONN_ENTRY_OVERHEAD);
 }

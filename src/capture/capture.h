@@ -45,6 +45,15 @@ int capture__untrace(struct capture *cap, uint32_t tgid);
  * to it is delivered at once, before the server's side can be read
  * (rastro.bpf.c, server_ports). Marks stay until rastro stops. */
 void capture__server_port(struct capture *cap, uint16_t port);
+/* Connections whose data the agent ignores (no protocol it knows): the
+ * kernel stops sending their data events, counted as RASTRO_STAT_MUTED
+ * (rastro.bpf.c, mutes). capture__mute adds a connection (-errno when the
+ * map is full: its events keep coming); the kernel asks the map only after
+ * capture__mute_publish, called once after a drain's mutes. capture__unmute
+ * removes it, at the connection's end. */
+int capture__mute(struct capture *cap, uint64_t conn_id);
+void capture__mute_publish(struct capture *cap);
+void capture__unmute(struct capture *cap, uint64_t conn_id);
 /* Sums the per-CPU counters of enum rastro_loss_cause. */
 int capture__stats(struct capture *cap, uint64_t out[RASTRO_STAT__COUNT]);
 /* Runs of rastro's programs the kernel skipped because the same program was

@@ -169,6 +169,26 @@ static void collect_pipeline(const struct self_stats *st, struct self_family *f,
 	      "{connection}", true);
 	sample(f, st->kernel[RASTRO_STAT_CONN_SETTLED]);
 	emit(f, fn, ctx);
+
+	begin(f, "rastro_connections_muted",
+	      "Connections without a protocol rastro knows (TLS, WebSocket, a server it has no "
+	      "parser for) whose data the kernel stopped sending.",
+	      "{connection}", true);
+	sample(f, st->conns.muted);
+	emit(f, fn, ctx);
+
+	begin(f, "rastro_connections_mute_failed",
+	      "Connections without a known protocol the kernel could not be told to stop sending "
+	      "(its map full): their data keeps coming and is ignored.",
+	      "{connection}", true);
+	sample(f, st->conns.mute_failed);
+	emit(f, fn, ctx);
+
+	begin(f, "rastro_events_muted",
+	      "Data events of muted connections the kernel did not send (not a loss).", "{event}",
+	      true);
+	sample(f, st->kernel[RASTRO_STAT_MUTED]);
+	emit(f, fn, ctx);
 }
 
 /* One family over both OTLP clients, labelled by signal. */

@@ -55,6 +55,7 @@ struct conn {
 	bool seq_known[2];
 	bool waiting; /* has events in ct->waits */
 	bool late;    /* ended by a reset, waits for its unread bytes (ct->late) */
+	bool muted;   /* opaque, and the kernel no longer sends its data (ct->mute) */
 };
 
 /* A data event read before earlier events of its connection: one sent ahead
@@ -131,6 +132,12 @@ struct conntrack {
 	/* The batch whose events are being read (conntrack__batch_begin), or
 	 * batch_cpu NO_BATCH. */
 	uint32_t batch_cpu, batch_gen;
+	/* Connections that became opaque since the last conntrack__mute_pending,
+	 * by id (one may have ended since), and who mutes them. */
+	conn_mute_fn mute;
+	void *mute_ctx;
+	uint64_t *to_mute;
+	uint32_t nmute, cap_mute;
 };
 
 /* Bytes of waiting events, at most: past it the oldest connection's go now,
@@ -188,6 +195,19 @@ void conn__switch_protocol(struct conn *c, const struct proto_ops *to, void *sta
 	ct->switch_to = to;
 	ct->switch_state = state;
 	ct->switch_offset = offset;
+}
+
+static bool room_for_one(void *arr, uint32_t n, uint32_t *cap, size_t elem, uint32_t first);
+
+void conn__ignore_rest(struct conn *c)
+{
+	struct conntrack *ct = c->ct;
+	if (c->opaque)
+		return;
+	c->opaque = true;
+	/* Out of memory: its events keep coming, and are ignored here. */
+	if (ct->mute && room_for_one(&ct->to_mute, ct->nmute, &ct->cap_mute, sizeof(uint64_t), 64))
+		ct->to_mute[ct->nmute++] = c->id;
 }
 
 /* Feeds a chunk to the connection's protocol; when the protocol hands the
@@ -267,6 +287,8 @@ static void late_remove(struct conntrack *ct, const struct conn *c)
 
 static void conn_destroy(struct conntrack *ct, struct conn *c, uint64_t ts)
 {
+	if (c->muted)
+		ct->mute(ct->mute_ctx, c->id, false);
 	if (c->late)
 		late_remove(ct, c);
 	/* Events still waiting for a batch are parsed before the end. */
@@ -375,7 +397,7 @@ static void detect(struct conn *c, struct chunk *ch)
 	}
 	free(st);
 	if (++c->detect_attempts >= MAX_DETECT_ATTEMPTS)
-		c->opaque = true;
+		conn__ignore_rest(c);
 }
 
 /* The connection a reset ended that an event without connection state is a
@@ -760,6 +782,31 @@ void conntrack__close_all(struct conntrack *ct, uint64_t now_ns)
 		conn_destroy(ct, ct->lru_head, now_ns);
 }
 
+void conntrack__on_mute(struct conntrack *ct, conn_mute_fn fn, void *ctx)
+{
+	ct->mute = fn;
+	ct->mute_ctx = ctx;
+}
+
+uint32_t conntrack__mute_pending(struct conntrack *ct)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < ct->nmute; i++) {
+		struct conn *c = u64map__get(&ct->conns, ct->to_mute[i]);
+		if (!c || c->muted) /* ended in the same drain: not worth a mute */
+			continue;
+		if (ct->mute(ct->mute_ctx, c->id, true)) {
+			ct->stats.mute_failed++;
+			continue;
+		}
+		c->muted = true;
+		ct->stats.muted++;
+		n++;
+	}
+	ct->nmute = 0;
+	return n;
+}
+
 void conntrack__stats(const struct conntrack *ct, struct conntrack_stats *out)
 {
 	*out = ct->stats;
@@ -794,6 +841,7 @@ void conntrack__free(struct conntrack *ct)
 		}
 	}
 	free(ct->waits);
+	free(ct->to_mute);
 	while (ct->lru_head) {
 		struct conn *c = ct->lru_head;
 		if (c->proto)

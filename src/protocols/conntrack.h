@@ -4,6 +4,7 @@
 #ifndef RASTRO_CONNTRACK_H
 #define RASTRO_CONNTRACK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "bpf/rastro.h"
@@ -24,8 +25,14 @@ struct conntrack_stats {
 	uint64_t unordered; /* events parsed before earlier ones of their connection */
 	uint64_t late_reads; /* reads of a reset connection's last bytes (late_conn) */
 	uint64_t late_not_kept; /* reset with bytes unread, not kept for them (LATE_MAX) */
+	uint64_t muted;       /* opaque connections whose data the kernel stopped sending */
+	uint64_t mute_failed; /* opaque connections the kernel could not be told of */
 	uint64_t counters[CONN__COUNTERS];
 };
+
+/* Asks the kernel to stop (on) sending a connection's data events, or
+ * forgets that (its end); 0 or -errno. */
+typedef int (*conn_mute_fn)(void *ctx, uint64_t conn_id, bool on);
 
 /* start runs when a request begins, sink when it is finished. */
 struct conntrack *conntrack__new(const struct rastro_config *cfg, struct discovery *disc,
@@ -54,6 +61,14 @@ void conntrack__on_batch(struct conntrack *ct, uint32_t cpu, uint32_t gen);
 void conntrack__expire(struct conntrack *ct, uint64_t now_ns, uint64_t idle_ns);
 /* Closes every connection (at shutdown), reporting what is pending. */
 void conntrack__close_all(struct conntrack *ct, uint64_t now_ns);
+/* A connection that turns out to carry no protocol rastro knows (its first
+ * chunks, or a protocol that hands it over to one it does not, as HTTP/1's
+ * 101 to WebSocket: conn__ignore_rest) is ignored from then on; with fn set,
+ * conntrack__mute_pending, called after each drain, asks fn to mute those
+ * still open, and returns how many it did (the kernel then learns of them:
+ * capture__mute_publish). */
+void conntrack__on_mute(struct conntrack *ct, conn_mute_fn fn, void *ctx);
+uint32_t conntrack__mute_pending(struct conntrack *ct);
 void conntrack__stats(const struct conntrack *ct, struct conntrack_stats *out);
 const char *conntrack__counter_name(int which);
 

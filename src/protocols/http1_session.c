@@ -337,6 +337,7 @@ static void on_response_head(struct http1_session *s, const struct http1_head *h
 		}
 		response_done(s, ts);
 		s->upgraded = true;
+		conn__ignore_rest(s->conn);
 		return;
 	}
 	if (http1__response_has_no_body(method, p->rec.method.len, h->status)) {

@@ -70,6 +70,10 @@ void conn__count(struct conn *c, enum conn_counter which, uint64_t n);
  * fed. The current state is freed, without close, once data() returns. */
 void conn__switch_protocol(struct conn *c, const struct proto_ops *to, void *state,
 			   uint32_t offset);
+/* Nothing more on this connection is for its protocol (HTTP/1's 101 to
+ * WebSocket): its later chunks are ignored, and the kernel is asked to stop
+ * sending them. The protocol's close still runs at the connection's end. */
+void conn__ignore_rest(struct conn *c);
 
 /* Protocols, in detection order. */
 extern const struct proto_ops http2_proto;
