@@ -52,6 +52,12 @@ static const char *const stat_names[RASTRO_STAT__COUNT] = {
 	[RASTRO_STAT_MUTED] = "muted",
 };
 
+/* Connections muted at once (the mutes map): a quarter of max_connections. */
+static uint32_t mute_entries(const struct rastro_config *cfg)
+{
+	return cfg->max_connections / 4;
+}
+
 const char *capture__stat_name(int idx)
 {
 	return idx >= 0 && idx < RASTRO_STAT__COUNT ? stat_names[idx] : "?";
@@ -230,7 +236,9 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	 * entries as they come (Linux 6.3 has the kernel's BPF allocator,
 	 * about as fast) instead of holding max_connections from the start. */
 	bpf_map__set_max_entries(cap->skel->maps.conns, cfg->max_connections);
-	bpf_map__set_max_entries(cap->skel->maps.mutes, cfg->max_connections);
+	/* Its buckets are allocated whole (16 bytes each): a quarter of the
+	 * connections muted at once is room enough. */
+	bpf_map__set_max_entries(cap->skel->maps.mutes, mute_entries(cfg));
 	if (socket_hooks)
 		bpf_map__set_map_flags(cap->skel->maps.conns,
 				       bpf_map__map_flags(cap->skel->maps.conns) | BPF_F_NO_PREALLOC);
@@ -293,7 +301,10 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 	uint64_t buckets = 1;
 	while (buckets < cfg->max_connections)
 		buckets <<= 1;
-	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes + 2 * buckets * 16 /* and mutes' */ +
+	uint64_t mute_buckets = 1;
+	while (mute_buckets < mute_entries(cfg))
+		mute_buckets <<= 1;
+	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes + (buckets + mute_buckets) * 16 +
 			 (socket_hooks ? 0 : (uint64_t)cfg->max_connections *
 						     (sizeof(struct rastro_conn) + 8 + 64)) +
 			 (uint64_t)cfg->max_processes * (sizeof(struct rastro_traced) + 4 + 64) +

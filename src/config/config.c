@@ -121,8 +121,8 @@ static const struct setting settings[] = {
 	{"ebpf.max_connections", NULL, {"RASTRO_MAX_CONNECTIONS"}, T_UINT, OFF(max_connections),
 	 "65536", 1024, 16777216, NULL,
 	 "TCP connections tracked at once in the kernel (rastro_kernel_connections); a "
-	 "connection beyond it is still reported, counted as conn_map_full. Also the "
-	 "connections without a known protocol muted in the kernel at once "
+	 "connection beyond it is still reported, counted as conn_map_full. A quarter of it "
+	 "bounds the connections without a known protocol muted in the kernel at once "
 	 "(rastro_connections_mute_failed_total past it).",
 	 NULL},
 	{"ebpf.max_processes", NULL, {"RASTRO_MAX_PROCESSES"}, T_UINT, OFF(max_processes), "8192", 16,

@@ -92,6 +92,44 @@ def test_a_connection_without_a_known_protocol_stops_in_the_kernel(rastro, redis
     assert r.snapshot() == []  # a Redis server's side is no request rastro reports
 
 
+def test_connections_past_the_mutes_map_keep_coming(rastro, redis_server):
+    """The mutes map holds a quarter of ebpf.max_connections (1,024 here:
+    256). 300 open connections without a known protocol: 256 are muted, the
+    other 44 are counted and said once in the log, and their events keep
+    coming, ignored as before; nothing is lost."""
+    prom = free_port()
+    r = rastro(config_for_ports(redis_server.port, name="redis"),
+               env={"RASTRO_PROMETHEUS_PORT": str(prom), "RASTRO_MAX_CONNECTIONS": "1024"})
+    r.wait_traced(redis_server.proc.pid)
+    mutes = map_id_by_name(bpf_objects(r.proc.pid), "mutes")
+    socks = [socket.create_connection(("127.0.0.1", redis_server.port)) for _ in range(300)]
+    try:
+        for s in socks:
+            pings(s, 10)
+        wait_for(lambda: counts(prom)["rastro_connections_muted_total"]
+                 + counts(prom)["rastro_connections_mute_failed_total"] == 300, timeout=10,
+                 what="every connection muted or counted")
+        c = counts(prom)
+        assert (c["rastro_connections_muted_total"], c["rastro_connections_mute_failed_total"]) \
+            == (256, 44)
+        assert len(map_entries(mutes)) == 256
+        before = counts(prom)
+        for s in socks:
+            pings(s, 2)
+        after = counts(prom)
+        assert after["rastro_events_received_total"] - before["rastro_events_received_total"] \
+            == 44 * 4
+        assert after["rastro_events_muted_total"] - before["rastro_events_muted_total"] == 256 * 4
+        assert r.stderr().count("cannot tell the kernel to stop sending a connection's data") == 1
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: counts(prom)["rastro_connections"] == 0, timeout=10,
+             what="every connection ended in the agent")
+    assert map_entries(mutes) == []
+    assert metric(self_metrics(prom), "rastro_events_lost_total") == 0
+
+
 WEBSOCKET_SERVER = r"""
 import socket, sys
 lst = socket.socket(); lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
