@@ -58,6 +58,15 @@ static uint32_t mute_entries(const struct rastro_config *cfg)
 	return cfg->max_connections / 4;
 }
 
+/* The buckets of a hash map of n entries: n rounded up to a power of two. */
+static uint64_t hash_buckets(uint64_t n)
+{
+	uint64_t b = 1;
+	while (b < n)
+		b <<= 1;
+	return b;
+}
+
 const char *capture__stat_name(int idx)
 {
 	return idx >= 0 && idx < RASTRO_STAT__COUNT ? stat_names[idx] : "?";
@@ -297,14 +306,10 @@ int capture__open(struct capture **out, const struct rastro_config *cfg, capture
 		goto cleanup;
 	}
 	/* The connections' hash map: its buckets, and its entries when
-	 * preallocated (the fallback); capture__map_bytes adds the others. */
-	uint64_t buckets = 1;
-	while (buckets < cfg->max_connections)
-		buckets <<= 1;
-	uint64_t mute_buckets = 1;
-	while (mute_buckets < mute_entries(cfg))
-		mute_buckets <<= 1;
-	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes + (buckets + mute_buckets) * 16 +
+	 * preallocated (the fallback); the mutes map's buckets;
+	 * capture__map_bytes adds the others. */
+	uint64_t buckets = hash_buckets(cfg->max_connections) + hash_buckets(mute_entries(cfg));
+	cap->map_bytes = (uint64_t)cfg->ring_buffer_bytes + buckets * 16 +
 			 (socket_hooks ? 0 : (uint64_t)cfg->max_connections *
 						     (sizeof(struct rastro_conn) + 8 + 64)) +
 			 (uint64_t)cfg->max_processes * (sizeof(struct rastro_traced) + 4 + 64) +

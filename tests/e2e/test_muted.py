@@ -106,9 +106,12 @@ def test_connections_past_the_mutes_map_keep_coming(rastro, redis_server):
     try:
         for s in socks:
             pings(s, 10)
-        wait_for(lambda: counts(prom)["rastro_connections_muted_total"]
-                 + counts(prom)["rastro_connections_mute_failed_total"] == 300, timeout=10,
-                 what="every connection muted or counted")
+        def settled():
+            c = counts(prom)
+            return c["rastro_connections_muted_total"] + \
+                c["rastro_connections_mute_failed_total"] == 300
+
+        wait_for(settled, timeout=10, what="every connection muted or counted")
         c = counts(prom)
         assert (c["rastro_connections_muted_total"], c["rastro_connections_mute_failed_total"]) \
             == (256, 44)
